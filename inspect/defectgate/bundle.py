@@ -1,0 +1,185 @@
+"""Model bundles: a model file plus `model.json`, the sidecar that is the contract between export
+and runtime. Export writes it; the runtime only reads and checks it. Nothing here is shared code
+with the exporter: the JSON schema below is the whole agreement.
+
+Layout of a bundle folder:
+    model.onnx | model.engine | model.xml(+.bin)   the model file named by `model_file`
+    model.json                                       this sidecar
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import BundleError
+
+SCHEMA_VERSION = 1
+SIDECAR_NAME = "model.json"
+# Output layouts the runtime can decode (postprocess.py):
+#   yolo_raw: (1, 4 + nc, anchors), boxes cx cy w h in input pixels, class scores after sigmoid; needs NMS
+#   end2end:  (1, max_det, 6), x1 y1 x2 y2 score class in input pixels; NMS-free (YOLO26, YOLOv10)
+OutputLayout = Literal["yolo_raw", "end2end"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputSpec(_Strict):
+    name: str = "images"
+    imgsz: tuple[int, int] = Field(description="model input height, width in pixels")
+    layout: Literal["NCHW"] = "NCHW"
+    color: Literal["RGB", "BGR"] = "RGB"
+    dtype: Literal["float32", "float16", "uint8"] = "float32"
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    letterbox_pad: int = 114
+    letterbox_center: bool = True
+    batch: int = 1
+
+
+class OutputSpec(_Strict):
+    name: str = "output0"
+    layout: OutputLayout
+    shape: list[int | str]
+    max_det: int = 300
+
+
+class Sidecar(_Strict):
+    format: Literal["defectgate-bundle"] = "defectgate-bundle"
+    schema_version: int = SCHEMA_VERSION
+    model_file: str
+    sha256: str
+    engine: Literal["onnx", "tensorrt", "openvino"] = "onnx"
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    architecture: str = ""
+    classes: list[str]
+    input: InputSpec
+    output: OutputSpec
+    conf_threshold: float = 0.25
+    iou_threshold: float = 0.45
+    class_thresholds: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict)
+    created_at: str = ""
+    version: str = Field(default="", description="registry version label, e.g. v0003")
+    # Engine-specific facts (TensorRT version and GPU name for an engine, calibration fingerprint
+    # for INT8); the backend that loads the file checks them.
+    engine_info: dict[str, Any] = Field(default_factory=dict)
+    source_onnx_sha256: str = ""
+
+    @field_validator("classes")
+    @classmethod
+    def _classes_nonempty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("classes must list at least one class name")
+        if len(set(v)) != len(v):
+            raise ValueError(f"classes has duplicate names: {v}")
+        return v
+
+    @field_validator("class_thresholds")
+    @classmethod
+    def _thresholds_in_range(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, t in v.items():
+            if not 0.0 <= t <= 1.0:
+                raise ValueError(f"class_thresholds[{name!r}] = {t} is outside 0..1")
+        return v
+
+    def threshold_for(self, class_name: str) -> float:
+        return self.class_thresholds.get(class_name, self.conf_threshold)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Bundle:
+    """A checked bundle: `model_path` exists and its sha256 matches the sidecar."""
+
+    def __init__(self, root: Path, sidecar: Sidecar):
+        self.root = root
+        self.sidecar = sidecar
+
+    @property
+    def model_path(self) -> Path:
+        return self.root / self.sidecar.model_file
+
+    @property
+    def classes(self) -> list[str]:
+        return self.sidecar.classes
+
+    @property
+    def version(self) -> str:
+        return self.sidecar.version or self.sidecar.sha256[:12]
+
+    def __repr__(self) -> str:
+        return f"Bundle({self.root}, {self.sidecar.engine}/{self.sidecar.precision}, version={self.version})"
+
+
+def read_sidecar(path: Path) -> Sidecar:
+    """Parse a sidecar file without checking the model file (for tools that rewrite it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"{path}: sidecar not found; a bundle is a folder with {SIDECAR_NAME} and its model file")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(raw, dict) or raw.get("format") != "defectgate-bundle":
+        raise BundleError(f"{path}: not a defectgate sidecar (missing \"format\": \"defectgate-bundle\")")
+    if raw.get("schema_version") != SCHEMA_VERSION:
+        raise BundleError(
+            f"{path}: sidecar schema_version {raw.get('schema_version')!r} is not supported "
+            f"(this runtime reads {SCHEMA_VERSION}); re-export the bundle with a matching defectgate"
+        )
+    try:
+        return Sidecar.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise BundleError(f"{path}: sidecar key '{key}': {first['msg']}") from exc
+
+
+def write_sidecar(root: Path, sidecar: Sidecar) -> Path:
+    """Write atomically (temp file + rename) so a crash never leaves half a sidecar."""
+    root = Path(root)
+    dst = root / SIDECAR_NAME
+    tmp = dst.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(sidecar.model_dump(mode="json"), indent=2) + "\n")
+    tmp.replace(dst)
+    return dst
+
+
+def load_bundle(path: str | Path, expect_classes: list[str] | None = None) -> Bundle:
+    """Load a bundle folder (or its model.json) and refuse it when the model file is missing, its
+    sha256 differs from the sidecar, or the class list differs from `expect_classes`."""
+    path = Path(path)
+    root = path.parent if path.name == SIDECAR_NAME or path.is_file() else path
+    if not root.exists():
+        raise BundleError(f"{root}: model bundle not found; export one with 'defectgate export'")
+    sidecar = read_sidecar(root / SIDECAR_NAME)
+    model = root / sidecar.model_file
+    if not model.is_file():
+        raise BundleError(f"{model}: model file named by {root / SIDECAR_NAME} is missing")
+    digest = sha256_file(model)
+    if digest != sidecar.sha256:
+        raise BundleError(
+            f"{model}: sha256 {digest[:12]}… does not match the sidecar's {sidecar.sha256[:12]}…; "
+            "the model file was changed or the bundle is mixed up: re-export it"
+        )
+    if expect_classes is not None and list(expect_classes) != sidecar.classes:
+        raise BundleError(
+            f"{root}: bundle classes {sidecar.classes} do not match the expected {list(expect_classes)}"
+        )
+    return Bundle(root, sidecar)
