@@ -1,0 +1,1 @@
+"""Reject actuators: fire(duration)."""

@@ -1,0 +1,1 @@
+"""Runtime subcommands of the `defectgate` CLI; each has main(argv) -> int."""
