@@ -1,0 +1,99 @@
+"""Decision rules. Each rule maps (Detections, image shape) to a boolean mask of the detections it
+keeps; filtering is indexing. A part is NG when any detection survives every rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import cv2
+import numpy as np
+
+from .errors import ConfigError
+from .types import Detections, Outcome
+
+
+class Rule(Protocol):
+    def __call__(self, dets: Detections, image_hw: tuple[int, int]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class ClassThreshold:
+    """Keep a detection when its confidence reaches its class's threshold."""
+
+    thresholds: np.ndarray  # (num_classes,)
+
+    def __call__(self, dets: Detections, image_hw: tuple[int, int]) -> np.ndarray:
+        cls = np.clip(dets.class_id, 0, len(self.thresholds) - 1)
+        return dets.confidence >= self.thresholds[cls]
+
+
+@dataclass(frozen=True)
+class RegionOfInterest:
+    """Keep a detection whose box centre lies inside a polygon given in normalised coordinates."""
+
+    polygon: np.ndarray  # (P, 2) in 0..1
+
+    def __call__(self, dets: Detections, image_hw: tuple[int, int]) -> np.ndarray:
+        h, w = image_hw
+        poly = (self.polygon * np.array([w, h], np.float32)).astype(np.float32)
+        return np.array([cv2.pointPolygonTest(poly, (float(x), float(y)), False) >= 0 for x, y in dets.center], bool)
+
+
+@dataclass(frozen=True)
+class MinArea:
+    min_area_px: float
+
+    def __call__(self, dets: Detections, image_hw: tuple[int, int]) -> np.ndarray:
+        return dets.area >= self.min_area_px
+
+
+@dataclass(frozen=True)
+class IgnoreClasses:
+    class_ids: frozenset[int]
+
+    def __call__(self, dets: Detections, image_hw: tuple[int, int]) -> np.ndarray:
+        return ~np.isin(dets.class_id, list(self.class_ids))
+
+
+@dataclass
+class Decision:
+    rules: list[Rule] = field(default_factory=list)
+    class_names: Sequence[str] = ()
+
+    def keep(self, dets: Detections, image_hw: tuple[int, int]) -> np.ndarray:
+        mask = np.ones(len(dets), bool)
+        for rule in self.rules:
+            if not mask.any():
+                break
+            mask &= rule(dets, image_hw)
+        return mask
+
+    def __call__(self, dets: Detections, image_hw: tuple[int, int]) -> tuple[Outcome, list[str], Detections]:
+        kept = dets[self.keep(dets, image_hw)]
+        if len(kept) == 0:
+            return Outcome.OK, [], kept
+        reasons = sorted({self._name(c) for c in kept.class_id.tolist()})
+        return Outcome.NG, reasons, kept
+
+    def _name(self, class_id: int) -> str:
+        return self.class_names[class_id] if 0 <= class_id < len(self.class_names) else f"class{class_id}"
+
+
+def build_decision(class_names: Sequence[str], bundle_threshold: float, bundle_class_thresholds: dict[str, float],
+                   thresholds: dict[str, float], roi: Sequence[tuple[float, float]] | None = None,
+                   min_area_px: float = 0.0, ignore_classes: Sequence[str] = ()) -> Decision:
+    """Rules from the station config layered over the bundle's calibrated thresholds."""
+    for name in list(thresholds) + list(ignore_classes):
+        if name not in class_names:
+            raise ConfigError(f"decision: class '{name}' is not in the model's classes {list(class_names)}")
+    per_class = np.array([thresholds.get(n, bundle_class_thresholds.get(n, bundle_threshold)) for n in class_names],
+                         np.float32)
+    rules: list[Rule] = [ClassThreshold(per_class)]
+    if ignore_classes:
+        rules.append(IgnoreClasses(frozenset(class_names.index(n) for n in ignore_classes)))
+    if roi is not None:
+        rules.append(RegionOfInterest(np.asarray(roi, np.float32)))
+    if min_area_px > 0:
+        rules.append(MinArea(min_area_px))
+    return Decision(rules, list(class_names))

@@ -1,0 +1,76 @@
+"""The line report: what a shift lead asks after a run. Numbers reconcile by construction:
+rejected = ng_truth - escapes + overkills (each part is fired at most once)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .pipeline import RunStats
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
+def line_report(stats: RunStats, backend: str = "", model_version: str = "") -> dict:
+    captured = stats.captured
+    fired = set(stats.fired)
+    truth_known = {p: t for p, t in captured.items() if t is not None}
+    ng_truth = sum(1 for t in truth_known.values() if t)
+    escapes = sum(1 for p, t in truth_known.items() if t and p not in fired)
+    overkills = sum(1 for p, t in truth_known.items() if not t and p in fired)
+    judged = {v.part_id for v in stats.verdicts}
+    lat = [v.latency_ms for v in stats.verdicts]
+    wall = max(stats.t_end - stats.t_start, 1e-9)
+    return {
+        "parts": len(captured),
+        "ng_truth": ng_truth if truth_known else None,
+        "rejected": len(fired & set(captured)),
+        "escapes": escapes if truth_known else None,
+        "overkills": overkills if truth_known else None,
+        "verdict_ng": sum(1 for v in stats.verdicts if v.is_ng),
+        "missed_deadlines": stats.late_decisions + len(set(captured) - judged),
+        "unjudged_parts": len(set(captured) - judged),
+        "frames_dropped": stats.frames_dropped,
+        "inference_failures": stats.inference_failures,
+        "actuator_failures": stats.actuator_failures,
+        "latency_ms": {"p50": _pct(lat, 50), "p99": _pct(lat, 99), "max": _pct(lat, 100)},
+        "fire_error_ms": {"p50": _pct([abs(e) for e in stats.fire_errors_ms], 50),
+                          "p99": _pct([abs(e) for e in stats.fire_errors_ms], 99)},
+        "fps": round(len(stats.verdicts) / wall, 2),
+        "wall_s": round(wall, 2),
+        "backend": backend,
+        "model_version": model_version,
+    }
+
+
+def format_report(r: dict) -> str:
+    def show(v):
+        return "n/a" if v is None else v
+    rows = [
+        ("parts inspected", r["parts"]), ("NG parts (truth)", show(r["ng_truth"])),
+        ("rejected", r["rejected"]), ("escapes (NG passed)", show(r["escapes"])),
+        ("overkills (OK rejected)", show(r["overkills"])), ("missed deadlines", r["missed_deadlines"]),
+        ("frames dropped", r["frames_dropped"]),
+        ("latency p50 / p99 ms", f"{show(r['latency_ms']['p50'])} / {show(r['latency_ms']['p99'])}"),
+        ("fire error p99 ms", show(r["fire_error_ms"]["p99"])), ("throughput fps", r["fps"]),
+        ("backend", r["backend"]), ("model", r["model_version"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = ["line report", "-" * (width + 14)] + [f"{k:<{width}}  {v}" for k, v in rows]
+    if r["ng_truth"]:
+        caught = r["ng_truth"] - r["escapes"]
+        lines.append(f"{'caught':<{width}}  {caught}/{r['ng_truth']} NG parts ({100 * caught / r['ng_truth']:.1f}%)")
+    return "\n".join(lines)
+
+
+def write_report(r: dict, run_dir: Path) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "report.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(r, indent=2) + "\n")
+    tmp.replace(path)
+    return path
