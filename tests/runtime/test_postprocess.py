@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+
+from defectgate.bundle import OutputSpec
+from defectgate.errors import BackendError
+from defectgate.postprocess import batched_nms, decode, nms
+from defectgate.preprocess import LetterboxInfo
+
+IDENT = LetterboxInfo(gain=1.0, pad_x=0.0, pad_y=0.0, src_hw=(100, 100))
+
+
+def test_nms_suppresses_overlaps_keeps_separate_boxes():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float32)
+    keep = nms(boxes, np.array([0.8, 0.9, 0.5], np.float32), 0.5)
+    assert keep.tolist() == [1, 2]
+
+
+def test_batched_nms_keeps_overlapping_boxes_of_different_classes():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11]], np.float32)
+    keep = batched_nms(boxes, np.array([0.8, 0.9], np.float32), np.array([0, 1]), 0.5)
+    assert sorted(keep.tolist()) == [0, 1]
+
+
+def raw_yolo(nc=3, anchors=8):
+    raw = np.zeros((1, 4 + nc, anchors), np.float32)
+    # anchor 0: class 1 at 0.9, box centred (20, 30) size 10x20
+    raw[0, :4, 0] = [20, 30, 10, 20]
+    raw[0, 4 + 1, 0] = 0.9
+    # anchor 1: near-duplicate of anchor 0, lower score -> suppressed
+    raw[0, :4, 1] = [21, 30, 10, 20]
+    raw[0, 4 + 1, 1] = 0.6
+    # anchor 2: class 2 at 0.4 elsewhere
+    raw[0, :4, 2] = [70, 70, 8, 8]
+    raw[0, 4 + 2, 2] = 0.4
+    # anchor 3: below threshold
+    raw[0, :4, 3] = [50, 50, 8, 8]
+    raw[0, 4 + 0, 3] = 0.1
+    return raw
+
+
+def test_decode_yolo_raw_hand_made_tensor():
+    spec = OutputSpec(layout="yolo_raw", shape=[1, 7, 8])
+    d = decode(raw_yolo(), spec, 3, IDENT, conf_threshold=0.25, iou_threshold=0.5)
+    assert len(d) == 2
+    order = np.argsort(-d.confidence)
+    assert d.class_id[order].tolist() == [1, 2]
+    np.testing.assert_allclose(d.xyxy[order[0]], [15, 20, 25, 40])
+    np.testing.assert_allclose(d.confidence[order], [0.9, 0.4], atol=1e-6)
+
+
+def test_decode_maps_back_through_letterbox():
+    info = LetterboxInfo(gain=0.5, pad_x=10, pad_y=0, src_hw=(200, 200))
+    spec = OutputSpec(layout="yolo_raw", shape=[1, 7, 8])
+    d = decode(raw_yolo(), spec, 3, info, 0.5, 0.5)
+    np.testing.assert_allclose(d.xyxy[0], [10, 40, 30, 80])
+
+
+def test_decode_end2end_layout():
+    raw = np.zeros((1, 300, 6), np.float32)
+    raw[0, 0] = [5, 6, 15, 26, 0.8, 2]
+    raw[0, 1] = [40, 40, 50, 50, 0.2, 0]
+    spec = OutputSpec(layout="end2end", shape=[1, 300, 6])
+    d = decode(raw, spec, 3, IDENT, 0.25, 0.5)
+    assert len(d) == 1 and d.class_id.tolist() == [2]
+    np.testing.assert_allclose(d.xyxy[0], [5, 6, 15, 26])
+
+
+def test_decode_refuses_output_that_does_not_match_sidecar():
+    with pytest.raises(BackendError, match="sidecar does not match"):
+        decode(raw_yolo(nc=3), OutputSpec(layout="yolo_raw", shape=[1, 6, 8]), 2, IDENT, 0.25, 0.5)
+    with pytest.raises(BackendError, match="end2end"):
+        decode(raw_yolo(), OutputSpec(layout="end2end", shape=[1, 300, 6]), 3, IDENT, 0.25, 0.5)
+    bad = np.zeros((1, 300, 6), np.float32)
+    bad[0, 0] = [0, 0, 1, 1, 0.9, 7]
+    with pytest.raises(BackendError, match="class ids"):
+        decode(bad, OutputSpec(layout="end2end", shape=[1, 300, 6]), 3, IDENT, 0.25, 0.5)
