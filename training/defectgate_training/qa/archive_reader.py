@@ -1,0 +1,170 @@
+"""Read-only view of a station archive (`parts.sqlite` + `images/`, see defectgate.archive).
+The QA app never writes the line's tables: it opens the database read-only and keeps its own
+decisions in a separate store (store.py)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ArchiveError
+from .paths import confine
+
+DB_NAME = "parts.sqlite"
+
+
+@dataclass(frozen=True)
+class PartRow:
+    """One archived part as the line decided it."""
+
+    id: int
+    run_id: str
+    station: str
+    part_id: int
+    ts_utc: str
+    verdict: str  # "OK" | "NG"
+    reasons: list[str]
+    detections: list[dict[str, Any]]  # {xyxy, confidence, class_id, class}
+    model_version: str
+    failsafe: bool
+    truth_ng: bool | None
+    image_path: str | None
+
+    @property
+    def max_confidence(self) -> float:
+        return max((float(d.get("confidence", 0.0)) for d in self.detections), default=0.0)
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted({str(d.get("class", d.get("class_id"))) for d in self.detections})
+
+
+@dataclass
+class Filters:
+    """Queue filters. Dates are 'YYYY-MM-DD' or ISO timestamps compared with the archive's UTC
+    times; `until` of a bare date includes that whole day."""
+
+    verdict: str = "NG"  # "NG" | "OK" | "all"
+    since: str = ""
+    until: str = ""
+    cls: str = ""  # a class name: the part has at least one detection of it
+    model_version: str = ""
+    min_conf: float = 0.0
+    max_conf: float = 1.0
+    limit: int = 500
+
+
+class ArchiveReader:
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        self.db_path = self.root / DB_NAME
+        if not self.root.is_dir():
+            raise ArchiveError(f"{self.root}: station archive folder not found; run 'make demo' to produce one, "
+                               "or pass --archive with a station's archive folder (it holds parts.sqlite and images/)")
+        if not self.db_path.is_file():
+            raise ArchiveError(f"{self.root}: no {DB_NAME} in this folder, so it is not a station archive; "
+                               "pass --archive with the folder a station wrote (station.run_dir/archive)")
+        try:
+            with self._connect() as conn:
+                conn.execute("SELECT id FROM parts LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise ArchiveError(f"{self.db_path}: cannot read the parts table ({exc})") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    # ---- facts about the archive ----
+    def classes(self) -> list[str]:
+        with self._connect() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'classes'").fetchone()
+        if row is None:
+            return []
+        try:
+            names = json.loads(row["value"])
+        except json.JSONDecodeError as exc:
+            raise ArchiveError(f"{self.db_path}: meta 'classes' is not a JSON list ({exc})") from exc
+        return [str(n) for n in names]
+
+    def count(self) -> int:
+        with self._connect() as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM parts").fetchone()[0])
+
+    def model_versions(self) -> list[str]:
+        with self._connect() as conn:
+            return [r[0] for r in conn.execute("SELECT DISTINCT model_version FROM parts ORDER BY 1")]
+
+    def empty_message(self) -> str | None:
+        """A sentence for the UI when there is nothing to review, else None."""
+        if self.count() == 0:
+            return (f"The archive {self.root} has no parts yet. Run the station (or 'make demo') "
+                    "and reload this page.")
+        return None
+
+    # ---- rows ----
+    def get(self, row_id: int) -> PartRow:
+        with self._connect() as conn:
+            row = conn.execute("SELECT * FROM parts WHERE id = ?", (int(row_id),)).fetchone()
+        if row is None:
+            raise ArchiveError(f"{self.db_path}: no part with row id {row_id}")
+        return _to_part(row)
+
+    def all_rows(self) -> list[PartRow]:
+        with self._connect() as conn:
+            return [_to_part(r) for r in conn.execute("SELECT * FROM parts ORDER BY id")]
+
+    def query(self, f: Filters) -> list[PartRow]:
+        where, args = [], []
+        if f.verdict in ("OK", "NG"):
+            where.append("verdict = ?")
+            args.append(f.verdict)
+        if f.since.strip():
+            where.append("ts_utc >= ?")
+            args.append(f.since.strip())
+        if f.until.strip():
+            until = f.until.strip()
+            if len(until) == 10:  # a bare date: include the whole day
+                until += "T99"
+            where.append("ts_utc <= ?")
+            args.append(until)
+        if f.model_version:
+            where.append("model_version = ?")
+            args.append(f.model_version)
+        sql = "SELECT * FROM parts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        out: list[PartRow] = []
+        with self._connect() as conn:
+            for r in conn.execute(sql, args):
+                part = _to_part(r)
+                if f.cls and f.cls not in part.classes:
+                    continue
+                # confidence filters apply to parts with detections; an OK part without any has 0
+                if not f.min_conf <= part.max_confidence <= f.max_conf:
+                    continue
+                out.append(part)
+                if len(out) >= f.limit:
+                    break
+        return out
+
+    def image_file(self, part: PartRow) -> Path:
+        """The part's image on disk, confined to the archive folder (a row cannot point at
+        /etc/passwd or ../ even if the database was edited)."""
+        if not part.image_path:
+            raise ArchiveError(f"part row {part.id} has no image (the station did not keep it, or dropped it)")
+        path = confine(part.image_path, [self.root], what=f"image of part row {part.id}")
+        if not path.is_file():
+            raise ArchiveError(f"{path}: image of part row {part.id} is missing from the archive")
+        return path
+
+
+def _to_part(r: sqlite3.Row) -> PartRow:
+    truth = r["truth_ng"]
+    return PartRow(
+        id=int(r["id"]), run_id=r["run_id"], station=r["station"], part_id=int(r["part_id"]),
+        ts_utc=r["ts_utc"], verdict=r["verdict"], reasons=list(json.loads(r["reasons"] or "[]")),
+        detections=list(json.loads(r["detections"] or "[]")), model_version=r["model_version"],
+        failsafe=bool(r["failsafe"]), truth_ng=None if truth is None else bool(truth), image_path=r["image_path"],
+    )

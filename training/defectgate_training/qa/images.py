@@ -1,0 +1,33 @@
+"""Reading images for the app: BGR for the model, RGB for the browser, size and sha256."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import QAError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def read_bgr(path: Path) -> np.ndarray:
+    data = np.fromfile(str(path), np.uint8) if Path(path).is_file() else None
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
+    if img is None:
+        raise QAError(f"{path}: not a readable image (missing, empty or not JPEG/PNG/BMP/TIFF/WebP)")
+    return img
+
+
+def bgr_to_rgb(img: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(img[..., ::-1])
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
