@@ -5,7 +5,7 @@ small and are always kept (they queue separately). The QA app reads this archive
 the `parts` table.
 
 Layout of an archive folder:
-    parts.sqlite            tables `parts`, `fires`, `meta` (schema below)
+    parts.sqlite            tables `parts`, `fires`, `runs`, `meta` (schema below)
     images/YYYYMMDD/<run>_<part>_<OK|NG>.jpg
 """
 
@@ -60,6 +60,16 @@ CREATE TABLE IF NOT EXISTS fires (
     error     TEXT                             -- actuator error message, if any
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id        TEXT PRIMARY KEY,
+    station       TEXT NOT NULL,
+    started_utc   TEXT NOT NULL,
+    ended_utc     TEXT,                        -- NULL: still running, or the process was killed
+    model_version TEXT NOT NULL,
+    backend       TEXT NOT NULL,
+    config        TEXT NOT NULL,               -- the effective station config, JSON
+    report        TEXT                         -- the line report, JSON, written at a clean stop
+);
 """
 
 
@@ -110,6 +120,8 @@ class Archive:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._ok_counter = 0.0
+        self._db_lock = threading.Lock()
+        self._end: tuple[str, str] | None = None
         self._used_bytes = self._measure_images()
         conn = connect(self.db_path)
         conn.executescript(SCHEMA)
@@ -140,11 +152,31 @@ class Archive:
         self._fires.append((self.run_id, part_id, due, fired, error))
         self._wake.set()
 
+    def start_run(self, model_version: str, backend: str, config_json: str) -> None:
+        """One `runs` row per station start (written synchronously: it happens once)."""
+        with self._db_lock, self._conn:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO runs (run_id, station, started_utc, model_version, backend, config)"
+                " VALUES (?,?,?,?,?,?)",
+                (self.run_id, self.station, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                 model_version, backend, config_json))
+
+    def end_run(self, report: dict) -> None:
+        """Called after the line stopped and before close(): the queue is flushed by close()."""
+        self._end = (dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), json.dumps(report))
+
     def close(self, timeout: float = 10.0) -> None:
         """Flush everything queued, then stop the worker."""
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout)
+        if self._end is not None:
+            try:
+                with self._db_lock, self._conn:
+                    self._conn.execute("UPDATE runs SET ended_utc = ?, report = ? WHERE run_id = ?",
+                                       (*self._end, self.run_id))
+            except sqlite3.Error as exc:
+                log.error("archive: could not close the run row: %s", exc)
         self._conn.close()
 
     # ---- worker side ----
@@ -225,7 +257,7 @@ class Archive:
                 getattr(item, "image_path", None), int(getattr(item, "dropped", False)),
             ))
         try:
-            with self._conn:
+            with self._db_lock, self._conn:
                 self._conn.executemany(
                     "INSERT INTO parts (run_id, station, part_id, ts_utc, t_capture, verdict, reasons, detections,"
                     " model_version, latency_ms, failsafe, truth_ng, image_path, image_dropped)"

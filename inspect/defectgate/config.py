@@ -33,6 +33,25 @@ class ActuatorKind(str, enum.Enum):
     modbus = "modbus"
 
 
+class OutputKind(str, enum.Enum):
+    """Drivers for a plain on/off output (the alarm / stack light)."""
+    none = "none"
+    simulated = "simulated"
+    jetson_gpio = "jetson_gpio"
+    gpiod = "gpiod"
+    modbus = "modbus"
+
+
+class TriggerMode(str, enum.Enum):
+    free_run = "free_run"  # the camera streams; parts are found and tracked across frames
+    external = "external"  # a photo-eye / PLC triggers one frame per part (part_id on the Frame)
+
+
+class Overflow(str, enum.Enum):
+    drop_oldest = "drop_oldest"  # live line: never fall behind the camera (dropped parts stay armed)
+    block = "block"  # replay / bench: the source waits, no frame is lost
+
+
 class StationSection(_Section):
     name: str = "station-1"
     run_dir: Path = Path("runs/station")
@@ -43,12 +62,18 @@ class SourceSection(_Section):
     read_timeout_s: float = Field(1.0, gt=0)
     reconnect_backoff_s: float = Field(0.5, gt=0)
     reconnect_backoff_max_s: float = Field(10.0, gt=0)
+    trigger: TriggerMode = TriggerMode.external
+    # free-run only: raise the alarm when no frame came for this long (None: off, e.g. triggered lines)
+    capture_stall_s: float | None = Field(None, gt=0)
 
 
 class ModelSection(_Section):
     bundle: Path = Path("runs/demo/bundle")
     backend: BackendName = BackendName.auto
     threads: int = Field(0, ge=0, description="inference threads, 0 = engine default")
+    # hot swap: poll the bundle folder (or a registry's `current` pointer) and load a new model
+    # without stopping the line; 0 = off
+    watch_s: float = Field(0.0, ge=0)
 
 
 class DecisionSection(_Section):
@@ -87,6 +112,28 @@ class ConveyorSection(_Section):
         return self
 
 
+class TrackingSection(_Section):
+    """Free-run only: find parts in each frame (bright part on a darker belt) and associate them
+    across frames by belt position, so each physical part gets one verdict."""
+    match_tol_mm: float = Field(30.0, gt=0, description="max belt-position distance to join a track")
+    min_part_area_frac: float = Field(0.01, gt=0, lt=1, description="smallest blob that is a part, of the frame")
+    threshold: int | None = Field(None, ge=0, le=255, description="grey level part/belt; None = Otsu per frame")
+    max_misses: int = Field(2, ge=1, description="frames a part may go unseen before its track closes")
+
+
+class AlarmSection(_Section):
+    kind: OutputKind = OutputKind.simulated
+    options: dict[str, Any] = Field(default_factory=dict, description="driver options: pin, chip/line, host/coil")
+
+
+class TelemetrySection(_Section):
+    prometheus_port: int | None = Field(None, ge=0, le=65535, description="serve /metrics here; 0 = any free port")
+    mqtt_host: str | None = None
+    mqtt_port: int = Field(1883, ge=1, le=65535)
+    mqtt_topic: str = "defectgate"
+    health_interval_s: float = Field(5.0, gt=0)
+
+
 class ActuatorSection(_Section):
     kind: ActuatorKind = ActuatorKind.simulated
     pulse_ms: float = Field(30.0, gt=0, le=2000)
@@ -108,6 +155,7 @@ class PipelineSection(_Section):
     queue_size: int = Field(4, ge=1, description="frames waiting for inference; the oldest is dropped when full")
     watchdog_s: float = Field(2.0, gt=0)
     max_parts: int | None = Field(None, ge=1)
+    overflow: Overflow = Overflow.drop_oldest
 
 
 class StationConfig(_Section):
@@ -119,6 +167,9 @@ class StationConfig(_Section):
     actuator: ActuatorSection = Field(default_factory=ActuatorSection)
     archive: ArchiveSection = Field(default_factory=ArchiveSection)
     pipeline: PipelineSection = Field(default_factory=PipelineSection)
+    tracking: TrackingSection = Field(default_factory=TrackingSection)
+    alarm: AlarmSection = Field(default_factory=AlarmSection)
+    telemetry: TelemetrySection = Field(default_factory=TelemetrySection)
 
 
 def _explain(exc: ValidationError, origin: str) -> str:

@@ -15,7 +15,7 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
-def line_report(stats: RunStats, backend: str = "", model_version: str = "") -> dict:
+def line_report(stats: RunStats, backend: str = "", model_version: str = "", alarm=None, source=None) -> dict:
     captured = stats.captured
     fired = set(stats.fired)
     truth_known = {p: t for p, t in captured.items() if t is not None}
@@ -37,6 +37,12 @@ def line_report(stats: RunStats, backend: str = "", model_version: str = "") -> 
         "frames_dropped": stats.frames_dropped,
         "inference_failures": stats.inference_failures,
         "actuator_failures": stats.actuator_failures,
+        "missed_fires": stats.missed_fires,
+        "frames": stats.frames,
+        "model_swaps": stats.swaps,
+        "alarms": dict(alarm.raised) if alarm is not None else {},
+        "source": {k: getattr(source, k) for k in ("corrupt", "disconnects", "reconnects", "overwritten")
+                   if hasattr(source, k)} if source is not None else {},
         "latency_ms": {"p50": _pct(lat, 50), "p99": _pct(lat, 99), "max": _pct(lat, 100)},
         "fire_error_ms": {"p50": _pct([abs(e) for e in stats.fire_errors_ms], 50),
                           "p99": _pct([abs(e) for e in stats.fire_errors_ms], 99)},
@@ -54,7 +60,8 @@ def format_report(r: dict) -> str:
         ("parts inspected", r["parts"]), ("NG parts (truth)", show(r["ng_truth"])),
         ("rejected", r["rejected"]), ("escapes (NG passed)", show(r["escapes"])),
         ("overkills (OK rejected)", show(r["overkills"])), ("missed deadlines", r["missed_deadlines"]),
-        ("frames dropped", r["frames_dropped"]),
+        ("frames dropped", r["frames_dropped"]), ("missed fire windows", r.get("missed_fires", 0)),
+        ("alarms raised", ", ".join(f"{k} x{v}" for k, v in r.get("alarms", {}).items()) or "none"),
         ("latency p50 / p99 ms", f"{show(r['latency_ms']['p50'])} / {show(r['latency_ms']['p99'])}"),
         ("fire error p99 ms", show(r["fire_error_ms"]["p99"])), ("throughput fps", r["fps"]),
         ("backend", r["backend"]), ("model", r["model_version"]),

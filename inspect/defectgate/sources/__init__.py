@@ -15,8 +15,10 @@ SCHEMES = ("synthetic", "file", "usb", "v4l2", "rtsp", "gst")
 def open_source(cfg: SourceSection, conveyor: ConveyorSection, clock: Clock) -> Source:
     scheme = urlparse(cfg.uri).scheme
     if scheme == "synthetic":
-        from .synthetic import SyntheticConveyor
+        from .synthetic import FreeRunConveyor, SyntheticConveyor
 
+        if "mode=freerun" in cfg.uri:
+            return FreeRunConveyor(cfg.uri, clock, conveyor.belt_speed_mm_s, conveyor.part_pitch_mm, conveyor.fov_mm)
         return SyntheticConveyor(cfg.uri, clock, conveyor.belt_speed_mm_s, conveyor.part_pitch_mm, conveyor.fov_mm)
     if scheme == "file":
         from .files import FileSource

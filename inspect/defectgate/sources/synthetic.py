@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlparse
 
+import numpy as np
+
 from .. import synthparts
 from ..clock import Clock
 from ..errors import SourceError
@@ -18,7 +20,7 @@ class SyntheticConveyor:
         self.uri = uri
         parsed = urlparse(uri)
         query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
-        known = {"parts", "seed", "ng_rate", "width", "height", "realtime"}
+        known = {"mode", "parts", "seed", "ng_rate", "width", "height", "realtime"}
         unknown = set(query) - known
         if unknown:
             raise SourceError(f"{uri}: unknown parameter(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -65,6 +67,99 @@ class SyntheticConveyor:
                    "boxes": scene.boxes.tolist(), "class_ids": scene.class_ids.tolist()},
             source=self.uri,
         )
+
+    def close(self) -> None:
+        self.exhausted = True
+
+
+class FreeRunConveyor:
+    """`synthetic://conveyor?mode=freerun&fps=30&parts=N&...`: a free-running camera over a moving
+    belt. Parts sit on the belt every part_pitch_mm and travel through the field of view, so each
+    part is seen in several frames (fov / (speed / fps) of them, fewer at higher belt speeds). No
+    part_id on the Frame: the station's tracker must find and follow the parts. `encoder_mm` is the
+    belt travel at capture, as a belt encoder would latch it. Truth lists the visible parts.
+
+    The belt is a strip of tiles, one rendered scene per part (cached while it is in view), and
+    each frame is the camera's window onto the strip at the current belt travel."""
+
+    def __init__(self, uri: str, clock: Clock, belt_speed_mm_s: float, part_pitch_mm: float, fov_mm: float):
+        self.uri = uri
+        query = {k: v[-1] for k, v in parse_qs(urlparse(uri).query).items()}
+        known = {"mode", "parts", "seed", "ng_rate", "width", "height", "realtime", "fps"}
+        unknown = set(query) - known
+        if unknown:
+            raise SourceError(f"{uri}: unknown parameter(s) {sorted(unknown)}; known: {sorted(known)}")
+        try:
+            self.parts = int(query.get("parts", 50))
+            self.seed = int(query.get("seed", 0))
+            self.ng_rate = float(query.get("ng_rate", 0.4))
+            self.hw = (int(query.get("height", 240)), int(query.get("width", 320)))
+            self.realtime = query.get("realtime", "1") not in ("0", "false", "no")
+            self.fps = float(query.get("fps", 30))
+        except ValueError as exc:
+            raise SourceError(f"{uri}: bad parameter value ({exc})") from exc
+        if self.parts < 1 or not 0 <= self.ng_rate <= 1 or self.fps <= 0:
+            raise SourceError(f"{uri}: parts must be >= 1, ng_rate within 0..1 and fps > 0")
+        self.clock, self.speed, self.pitch, self.fov = clock, belt_speed_mm_s, part_pitch_mm, fov_mm
+        h, w = self.hw
+        self.px_per_mm = w / fov_mm
+        self.tile_w = max(32, int(round(part_pitch_mm * self.px_per_mm)))
+        rng = np.random.default_rng(self.seed)
+        self._belt = np.clip(rng.normal(42, 6, (h, w, 3)), 0, 255).astype(np.uint8)
+        self._tiles: dict[int, synthparts.Scene] = {}
+        self.exhausted = False
+        self._seq = 0
+        self._t0: float | None = None
+
+    def _u(self, k: int) -> float:
+        """Belt coordinate of part k's centre (world position = u + travel; 0 = optical axis)."""
+        return -(self.fov / 2 + self.pitch / 2) - k * self.pitch
+
+    def _tile(self, k: int) -> synthparts.Scene:
+        if k not in self._tiles:
+            self._tiles[k] = synthparts.render_scene(self.seed * 1_000_003 + k, (self.hw[0], self.tile_w),
+                                                     self.ng_rate, center_jitter=0.02)
+        return self._tiles[k]
+
+    def read(self, timeout: float) -> Frame | None:
+        if self.exhausted:
+            return None
+        now = self.clock.now()
+        if self._t0 is None:
+            self._t0 = now
+        if self.realtime:
+            due = self._t0 + self._seq / self.fps
+            if due - now > timeout:
+                self.clock.sleep_until(now + timeout)
+                return None
+            self.clock.sleep_until(due)
+        travel = self._seq / self.fps * self.speed
+        if self._u(self.parts - 1) + travel - self.pitch / 2 > self.fov / 2:
+            self.exhausted = True  # the last part has left the view
+            return None
+        h, w = self.hw
+        image = self._belt.copy()
+        visible = []
+        for k in range(self.parts):
+            centre_mm = self._u(k) + travel
+            if centre_mm - self.pitch / 2 > self.fov / 2:
+                self._tiles.pop(k, None)  # gone downstream
+                continue
+            if centre_mm + self.pitch / 2 < -self.fov / 2:
+                break  # this and all later parts are still upstream
+            scene = self._tile(k)
+            x0 = int(round(w / 2 + (centre_mm - self.pitch / 2) * self.px_per_mm))
+            a, b = max(0, x0), min(w, x0 + self.tile_w)
+            if b <= a:
+                continue
+            image[:, a:b] = scene.image[:, a - x0:b - x0]
+            box = scene.part_box + np.array([x0, 0, x0, 0], np.float32)
+            visible.append({"part": k, "ng": scene.ng, "box": box.tolist(), "centre_mm": centre_mm,
+                            "defects": (scene.boxes + np.array([x0, 0, x0, 0], np.float32)).tolist()})
+        frame = Frame(image=image, t_capture=self.clock.now(), seq=self._seq, encoder_mm=travel,
+                      truth={"parts": visible}, source=self.uri)
+        self._seq += 1
+        return frame
 
     def close(self) -> None:
         self.exhausted = True
