@@ -1,0 +1,47 @@
+"""`defectgate bench --model BUNDLE --frames N --json out.json [--backend B] [--weights best.pt
+--data data.yaml] [--rounds R] [--soak-minutes M]`: raw inference vs the full per-frame pipeline,
+pipelined throughput, fire-time error under inference load, peak RSS, and, when ultralytics is
+installed, ultralytics predict on the same ONNX model and on its own OpenVINO FP32 / INT8 exports
+of `--weights` (each engine in its own process, alternating rounds). Prints a table; writes JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..bench import run, table
+from ..errors import ConfigError
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="defectgate bench", description=__doc__)
+    p.add_argument("--model", required=True, help="bundle folder (model.onnx + model.json)")
+    p.add_argument("--frames", type=int, default=200, help="frames per engine per round")
+    p.add_argument("--json", dest="json_out", default=None, help="write the results here")
+    p.add_argument("--backend", default="onnxruntime", help="our backend: onnxruntime, openvino, auto, ...")
+    p.add_argument("--threads", type=int, default=0, help="inference threads for our backend, 0 = engine default")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best median per engine is kept")
+    p.add_argument("--weights", default=None, help="the .pt weights, for ultralytics' OpenVINO FP32/INT8 exports")
+    p.add_argument("--data", default=None, help="dataset yaml for ultralytics' INT8 calibration")
+    p.add_argument("--out", default="runs/bench", help="work folder (frames, cached exports)")
+    p.add_argument("--soak-minutes", type=float, default=0.0, help="also replay this long and report the RSS slope")
+    args = p.parse_args(argv)
+    if args.frames < 10:
+        raise ConfigError(f"--frames {args.frames}: use at least 10 (the first 5 are warm-up)")
+    weights = Path(args.weights) if args.weights else None
+    if weights is not None and not weights.is_file():
+        raise ConfigError(f"--weights {weights}: file not found (the .pt the bundle was exported from)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = run(Path(args.model), args.frames, args.backend, args.threads, args.rounds, weights, args.data, out,
+                 args.soak_minutes)
+    print(table(result))
+    if args.json_out:
+        dst = Path(args.json_out)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_suffix(dst.suffix + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(dst)
+        print(f"json: {dst}")
+    return 0
