@@ -48,8 +48,17 @@ class PartLocator:
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._kernel)
         n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         min_area = self.min_area_frac * image.shape[0] * image.shape[1]
-        boxes = [[x, y, x + w, y + h] for x, y, w, h, area in stats[1:n] if area >= min_area]
-        boxes.sort(key=lambda b: b[0])
+        blobs = sorted(([x, y, x + w, y + h, area] for x, y, w, h, area in stats[1:n]), key=lambda b: b[0])
+        # one lane: blobs that overlap along the belt are one part (a part cut by the image edge or
+        # by a highlight falls apart into pieces); merge them before the size filter
+        merged: list[list[float]] = []
+        for b in blobs:
+            if merged and b[0] < merged[-1][2]:
+                m = merged[-1]
+                m[:5] = [min(m[0], b[0]), min(m[1], b[1]), max(m[2], b[2]), max(m[3], b[3]), m[4] + b[4]]
+            else:
+                merged.append(list(b))
+        boxes = [b[:4] for b in merged if b[4] >= min_area]
         return np.array(boxes, np.float32).reshape(-1, 4)
 
 
