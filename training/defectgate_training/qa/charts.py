@@ -9,7 +9,7 @@ from .quality import QualityReport
 OK_COLOR, NG_COLOR = "#4c9f70", "#d1495b"
 
 
-def _plt():
+def load_pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # no display, no GUI backend probing
@@ -22,7 +22,7 @@ def _to_rgb(fig) -> np.ndarray:
     fig.canvas.draw()
     rgba = np.asarray(fig.canvas.buffer_rgba())
     out = rgba[..., :3].copy()
-    _plt().close(fig)
+    load_pyplot().close(fig)
     return out
 
 
@@ -34,7 +34,7 @@ def _empty(ax, text: str) -> None:
 
 def counts_chart(counts: dict[str, dict[str, int]], title: str) -> np.ndarray:
     """Stacked OK/NG bars per day or per shift, with the NG share printed on each bar."""
-    plt = _plt()
+    plt = load_pyplot()
     keys = list(counts)[-14:]  # the last two weeks (or 14 shifts) stay readable
     fig, ax = plt.subplots(figsize=(6.4, 3.4), dpi=100)
     if not keys:
@@ -59,7 +59,7 @@ def counts_chart(counts: dict[str, dict[str, int]], title: str) -> np.ndarray:
 
 
 def reasons_chart(reasons: dict[str, int]) -> np.ndarray:
-    plt = _plt()
+    plt = load_pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.4), dpi=100)
     if not reasons:
         _empty(ax, "no rejects yet")
@@ -77,7 +77,7 @@ def reasons_chart(reasons: dict[str, int]) -> np.ndarray:
 
 def confusion_chart(rep: QualityReport) -> np.ndarray:
     """Left: line verdict vs reviewer at part level. Right: model class vs reviewer class per box."""
-    plt = _plt()
+    plt = load_pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.6, 3.8), dpi=100, gridspec_kw={"width_ratios": [1, 1.6]})
     m = np.array([[rep.confusion.get(a, {}).get(b, 0) for b in ("NG", "OK")] for a in ("NG", "OK")])
     _heatmap(a1, m, ["NG", "OK"], ["defect", "no defect"], "line verdict", "reviewer",

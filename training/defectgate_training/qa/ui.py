@@ -15,13 +15,14 @@ from gradio_image_annotation import image_annotator  # noqa: E402
 
 from defectgate.errors import DefectgateError  # noqa: E402
 
+from . import charts  # noqa: E402
 from .archive_reader import Filters  # noqa: E402
 from .boxes import class_colors  # noqa: E402
 from .decisions import Decision  # noqa: E402
 from .service import REVIEW_STATUSES, QAService  # noqa: E402
 
 ANY = "(any)"
-QUEUE_COLUMNS = ["row", "part", "time (UTC)", "line", "classes", "max conf", "review"]
+QUEUE_COLUMNS = ["row", "time", "line", "classes", "conf", "review"]
 
 # Keyboard: 1-4 decide, n/p next/previous, s suggest. Ignored while typing in a text field; the
 # annotator itself uses c, d, e, space and Delete (and stops those keys), so none of these clash.
@@ -60,6 +61,9 @@ def _who(reviewer: str, request: gr.Request | None) -> str:
 def build_ui(svc: QAService, reviewer_default: str = "", login: bool = False) -> gr.Blocks:
     classes = svc.classes
     colors = class_colors(classes)
+    # import pyplot now, on this thread: gradio switches the matplotlib backend around every event,
+    # and two first events importing pyplot at once on worker threads break its import
+    charts.load_pyplot()
 
     def annotator(elem_id: str, label: str) -> image_annotator:
         return image_annotator(
@@ -74,7 +78,7 @@ def build_ui(svc: QAService, reviewer_default: str = "", login: bool = False) ->
         for rid in ids:
             p = svc.archive.get(rid)
             r = reviews.get(rid)
-            rows.append([p.id, p.part_id, p.ts_utc[:19].replace("T", " "), p.verdict, ", ".join(p.classes),
+            rows.append([p.id, p.ts_utc[11:19], p.verdict, ", ".join(p.classes),
                          round(p.max_confidence, 2), r.decision.label if r else ""])
         return rows
 
@@ -194,30 +198,35 @@ def build_ui(svc: QAService, reviewer_default: str = "", login: bool = False) ->
     # ---------------------------------------------------------------- layout
     with gr.Blocks(analytics_enabled=False, title="defectgate QA", delete_cache=(900, 3600)) as demo:
         model = f"model `{svc.prelabeler.version}`" if svc.prelabeler else "no model bundle (no suggestions)"
-        gr.Markdown(f"## defectgate QA · archive `{svc.archive.root}` · {model} · classes: {', '.join(classes)}")
-        reviewer = gr.Textbox(label="Reviewer", value=reviewer_default, visible=not login, elem_id="qa-reviewer",
-                              max_lines=1)
+        with gr.Row(equal_height=True):
+            gr.Markdown(f"### defectgate QA\narchive `{svc.archive.root}` · {model} · classes: {', '.join(classes)}  \n"
+                        "keys: **1** confirm defect · **2** false reject · **3** missed defect · **4** correct pass · "
+                        "**n**/**p** next/previous · **s** model suggestions", scale=4)
+            reviewer = gr.Textbox(label="Reviewer", value=reviewer_default, visible=not login, elem_id="qa-reviewer",
+                                  max_lines=1, scale=1, min_width=160)
         ids_state = gr.State([])
         pos_state = gr.State(0)
         with gr.Tabs():
             with gr.Tab("Review queue", id="review", elem_id="tab-review"):
-                with gr.Row():
-                    f_verdict = gr.Dropdown(["NG", "OK", "all"], value="NG", label="Line verdict", elem_id="f-verdict")
+                with gr.Row(equal_height=True):
+                    w = {"min_width": 110, "scale": 1}
+                    f_verdict = gr.Dropdown(["NG", "OK", "all"], value="NG", label="Line verdict", elem_id="f-verdict", **w)
                     f_status = gr.Dropdown(list(REVIEW_STATUSES), value="unreviewed", label="Review status",
-                                           elem_id="f-status")
-                    f_class = gr.Dropdown([ANY, *classes], value=ANY, label="Class")
-                    f_model = gr.Dropdown([ANY, *svc.archive.model_versions()], value=ANY, label="Model version")
-                    f_since = gr.Textbox(label="From (UTC date/time)", placeholder="2026-11-24", max_lines=1)
-                    f_until = gr.Textbox(label="To (UTC date/time)", placeholder="2026-11-24T18:00", max_lines=1)
-                    f_min = gr.Number(value=0.0, minimum=0, maximum=1, step=0.05, label="Min confidence")
-                    f_max = gr.Number(value=1.0, minimum=0, maximum=1, step=0.05, label="Max confidence")
-                    apply = gr.Button("Apply filters", elem_id="qa-apply")
+                                           elem_id="f-status", **w)
+                    f_class = gr.Dropdown([ANY, *classes], value=ANY, label="Class", **w)
+                    f_model = gr.Dropdown([ANY, *svc.archive.model_versions()], value=ANY, label="Model version", **w)
+                    f_since = gr.Textbox(label="From (UTC)", placeholder="2026-11-24", max_lines=1, **w)
+                    f_until = gr.Textbox(label="To (UTC)", placeholder="2026-11-24T18:00", max_lines=1, **w)
+                    f_min = gr.Number(value=0.0, minimum=0, maximum=1, step=0.05, label="Min conf.", **w)
+                    f_max = gr.Number(value=1.0, minimum=0, maximum=1, step=0.05, label="Max conf.", **w)
+                    apply = gr.Button("Apply filters", elem_id="qa-apply", **w)
                 with gr.Row():
-                    with gr.Column(scale=2):
+                    with gr.Column(scale=4, min_width=420):
                         queue_note = gr.Markdown(elem_id="qa-queue-note")
                         queue_df = gr.Dataframe(headers=QUEUE_COLUMNS, interactive=False, elem_id="qa-queue",
-                                                max_height=520, wrap=True)
-                    with gr.Column(scale=3):
+                                                max_height=520, wrap=False, show_search="none",
+                                                column_widths=[48, 84, 44, 130, 56, 130])
+                    with gr.Column(scale=5):
                         review_ann = annotator("qa-review-annotator", "Part image: drag to move a box, "
                                                                       "C = draw, D = drag, Delete = remove")
                         item_info = gr.Markdown(elem_id="qa-item-info")
@@ -256,14 +265,16 @@ def build_ui(svc: QAService, reviewer_default: str = "", login: bool = False) ->
                                             interactive=False, elem_id="qa-export-files", max_height=400)
             with gr.Tab("Quality", id="quality", elem_id="tab-quality"):
                 refresh = gr.Button("Refresh", elem_id="qa-refresh")
+                chart = {"show_label": False, "buttons": ["download", "fullscreen"], "format": "png"}
                 quality_status = gr.Markdown()
                 with gr.Row():
                     summary = gr.Dataframe(headers=["measure", "value"], interactive=False, elem_id="qa-summary")
-                    confusion_img = gr.Image(label="Model vs reviewer", interactive=False, elem_id="qa-chart-confusion")
+                    confusion_img = gr.Image(label="Model vs reviewer", interactive=False, elem_id="qa-chart-confusion",
+                                             **chart)
                 with gr.Row():
-                    day_img = gr.Image(label="Per day", interactive=False, elem_id="qa-chart-day")
-                    shift_img = gr.Image(label="Per shift", interactive=False, elem_id="qa-chart-shift")
-                    reasons_img = gr.Image(label="Reject reasons", interactive=False, elem_id="qa-chart-reasons")
+                    day_img = gr.Image(label="Per day", interactive=False, elem_id="qa-chart-day", **chart)
+                    shift_img = gr.Image(label="Per shift", interactive=False, elem_id="qa-chart-shift", **chart)
+                    reasons_img = gr.Image(label="Reject reasons", interactive=False, elem_id="qa-chart-reasons", **chart)
 
         # ---------------------------------------------------------------- events
         filters = [f_verdict, f_status, f_class, f_model, f_since, f_until, f_min, f_max]
