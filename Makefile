@@ -56,5 +56,14 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
 
+# QA app on the demo archive; exports land in $(DEMO_DIR)/qa-exports/qa-vNNNN (what retraining merges).
+# Binds 127.0.0.1; QA_HOST=0.0.0.0 needs QA_ARGS="--auth-file FILE" or DEFECTGATE_QA_USERS.
+QA_HOST ?= 127.0.0.1
+QA_PORT ?= 7860
+QA_LABEL_DIR ?= datasets
+qa: setup
+	$(DG) qa --archive $(DEMO_DIR)/station/archive --bundle $(DEMO_DIR)/bundle --exports $(DEMO_DIR)/qa-exports \
+		--label-dir $(QA_LABEL_DIR) --host $(QA_HOST) --port $(QA_PORT) $(QA_ARGS)
+
 clean:
 	rm -rf runs .pytest_cache
