@@ -60,6 +60,31 @@ def env(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def outbound():
+    """Every non-loopback address the app process tries to connect to (it must be none: no
+    analytics, no update checks, no fonts or CDN)."""
+    import ipaddress
+
+    seen: list[str] = []
+    real_connect = socket.socket.connect
+
+    def connect(sock, address):
+        host = address[0] if isinstance(address, tuple) else str(address)
+        try:
+            if not ipaddress.ip_address(host).is_loopback:
+                seen.append(host)
+        except ValueError:
+            if host != "localhost" and sock.family != socket.AF_UNIX:
+                seen.append(host)
+        return real_connect(sock, address)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(socket.socket, "connect", connect)
+    yield seen
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -102,7 +127,7 @@ def _box_center_on_page(page, annotator_id: str, box: dict, image_hw: tuple[int,
     return cx, cy, scale
 
 
-def test_review_label_export_quality(env, browser):
+def test_review_label_export_quality(env, browser, outbound):
     expect = sync_api.expect
     svc, demo, url = _serve(env)
     try:
@@ -185,13 +210,14 @@ def test_review_label_export_quality(env, browser):
             page.locator(f"#{chart} img").wait_for()
         page.wait_for_timeout(500)
         _shot(page, "quality.png")
-        assert outside == [], f"the app fetched from outside 127.0.0.1: {outside[:5]}"
+        assert outside == [], f"the page fetched from outside 127.0.0.1: {outside[:5]}"
+        assert outbound == [], f"the app connected to {outbound[:5]}"
         page.close()
     finally:
         demo.close()
 
 
-def test_login_is_required_and_names_the_reviewer(env, browser):
+def test_login_is_required_and_names_the_reviewer(env, browser, outbound):
     expect = sync_api.expect
     svc, demo, url = _serve(env, users=Users({"alice": "correct horse"}, "test"), reviews_name="reviews-login.sqlite")
     try:
@@ -212,7 +238,41 @@ def test_login_is_required_and_names_the_reviewer(env, browser):
         page.keyboard.press("2")
         expect(page.locator("#qa-review-status")).to_contain_text("by alice")
         assert {r.reviewer for r in svc.store.latest().values()} == {"alice"}
-        assert outside == []
+        assert outside == [] and outbound == []
         page.close()
     finally:
         demo.close()
+
+
+def test_cli_serves_until_stopped(env):
+    """`defectgate qa` as a process: it serves the page on 127.0.0.1 and stops on SIGTERM/SIGINT."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    dg = Path(sys.executable).with_name("defectgate")
+    proc = subprocess.Popen([str(dg), "qa", "--archive", str(env["archive"]), "--bundle", str(env["bundle"]),
+                             "--reviews", str(env["root"] / "reviews-cli.sqlite"), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        body = ""
+        for _ in range(120):  # up to a minute for gradio to import on a busy 2-core machine
+            if proc.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                    body = r.read().decode(errors="replace")
+                    break
+            except OSError:
+                time.sleep(0.5)
+        assert "defectgate QA" in body, proc.stdout.read() if proc.poll() is not None else "no page"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

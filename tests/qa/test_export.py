@@ -151,3 +151,16 @@ def test_export_passes_data_validate(archive_dir, bundle_dir):
     out = subprocess.run([str(dg), "data", "validate", str(res.path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "valid" in out.stdout and "INVALID" not in out.stdout
+    # and retraining can fold it into a base dataset
+    merge = subprocess.run([str(dg), "data", "merge", "--help"], capture_output=True, text=True)
+    if merge.returncode != 0:
+        pytest.skip("'defectgate data merge' is not available yet")
+    base, merged = archive_dir.parent / "base", archive_dir.parent / "merged"
+    subprocess.run([str(dg), "data", "synth", "--out", str(base), "--images", "4", "--imgsz", "96", "128"],
+                   check=True, capture_output=True)
+    out = subprocess.run([str(dg), "data", "merge", str(base), str(res.path), "--out", str(merged)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    merged_train = list((merged / "images" / "train").iterdir())
+    base_train = list((base / "images" / "train").iterdir())
+    assert len(merged_train) == len(base_train) + res.images
