@@ -6,9 +6,7 @@ Screenshots of each main screen go to docs/img/qa/ (the README shows them)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import socket
 from pathlib import Path
 
@@ -243,36 +241,3 @@ def test_login_is_required_and_names_the_reviewer(env, browser, outbound):
     finally:
         demo.close()
 
-
-def test_cli_serves_until_stopped(env):
-    """`defectgate qa` as a process: it serves the page on 127.0.0.1 and stops on SIGTERM/SIGINT."""
-    import signal
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    port = _free_port()
-    dg = Path(sys.executable).with_name("defectgate")
-    proc = subprocess.Popen([str(dg), "qa", "--archive", str(env["archive"]), "--bundle", str(env["bundle"]),
-                             "--reviews", str(env["root"] / "reviews-cli.sqlite"), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        body = ""
-        for _ in range(120):  # up to a minute for gradio to import on a busy 2-core machine
-            if proc.poll() is not None:
-                break
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
-                    body = r.read().decode(errors="replace")
-                    break
-            except OSError:
-                time.sleep(0.5)
-        assert "defectgate QA" in body, proc.stdout.read() if proc.poll() is not None else "no page"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

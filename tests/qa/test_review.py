@@ -121,3 +121,13 @@ def test_bundle_with_other_classes_is_refused(archive_dir, tmp_path):
     write_sidecar(b, sc)
     with pytest.raises(QAError, match="pass the bundle the station ran"):
         QAService(QAConfig(archive=archive_dir, bundle=b))
+
+
+def test_rotated_editor_view_is_refused():
+    from defectgate_training.qa.boxes import annotator_value_boxes
+
+    box = {"xmin": 1, "ymin": 2, "xmax": 3, "ymax": 4, "label": "dent"}
+    assert annotator_value_boxes({"boxes": [box], "orientation": 0}) == [box]
+    assert annotator_value_boxes(None) == []
+    with pytest.raises(QAError, match="rotate it back"):
+        annotator_value_boxes({"boxes": [box], "orientation": 1})

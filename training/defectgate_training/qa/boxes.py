@@ -35,6 +35,15 @@ def records_to_annotator(records: Sequence[dict[str, Any]], classes: Sequence[st
     return out
 
 
+def annotator_value_boxes(value: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The boxes of an annotator value. The component can rotate the image in the browser and then
+    reports boxes in the rotated frame; rather than guess, a rotated view is refused."""
+    value = value or {}
+    if int(value.get("orientation") or 0) % 4:
+        raise QAError("the image is rotated in the editor; rotate it back to its original orientation, then decide/save")
+    return list(value.get("boxes") or [])
+
+
 def annotator_to_boxes(boxes: Sequence[dict[str, Any]] | None, classes: Sequence[str],
                        width: int, height: int) -> list[dict[str, Any]]:
     """Annotator boxes -> stored boxes {xyxy, class, class_id}, clipped to the image; a box with

@@ -17,7 +17,7 @@ from defectgate.errors import DefectgateError  # noqa: E402
 
 from . import charts  # noqa: E402
 from .archive_reader import Filters  # noqa: E402
-from .boxes import class_colors  # noqa: E402
+from .boxes import annotator_value_boxes, class_colors  # noqa: E402
 from .decisions import Decision  # noqa: E402
 from .service import REVIEW_STATUSES, QAService  # noqa: E402
 
@@ -119,7 +119,7 @@ def build_ui(svc: QAService, reviewer_default: str = "", login: bool = False) ->
             return gr.skip(), pos, gr.skip(), gr.skip(), "Nothing selected: the queue is empty."
         try:
             rid = ids[int(pos)]
-            review = svc.decide(rid, decision, (value or {}).get("boxes"), _who(reviewer, request))
+            review = svc.decide(rid, decision, annotator_value_boxes(value), _who(reviewer, request))
             new_pos = min(int(pos) + 1, len(ids) - 1)
             image, info = show(ids, new_pos)
             msg = (f"Saved: row {rid} **{decision.label}** by {review.reviewer} "
@@ -167,8 +167,9 @@ def build_ui(svc: QAService, reviewer_default: str = "", login: bool = False) ->
 
     def save_labels(name, value, reviewer, request: gr.Request):
         try:
-            path = svc.save_labels(name or "", (value or {}).get("boxes"), _who(reviewer, request))
-            return f"Saved {len((value or {}).get('boxes') or [])} boxes to {path}"
+            boxes = annotator_value_boxes(value)
+            path = svc.save_labels(name or "", boxes, _who(reviewer, request))
+            return f"Saved {len(boxes)} boxes to {path}"
         except DefectgateError as exc:
             return _err(exc)
 
