@@ -1,0 +1,42 @@
+"""`defectgate bench` end to end on the tiny model: the JSON holds every figure the issue asks for,
+each named with its engine and precision. Speed is measured here, never asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_bench_json_has_every_figure(tiny_bundle, tmp_path):
+    out = tmp_path / "bench.json"
+    res = subprocess.run([sys.executable, "-m", "defectgate.cli", "bench", "--model", str(tiny_bundle),
+                          "--frames", "12", "--rounds", "1", "--threads", "1", "--out", str(tmp_path / "work"),
+                          "--json", str(out), "--soak-minutes", "0.05"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads(out.read_text())
+    for key in ("raw_ms_p50", "pipeline_ms_p50", "overhead_ratio", "throughput_ratio", "fire_error_ms_p99",
+                "rss_mb", "throughput_fps", "fire_error_ms_p50"):
+        assert isinstance(r[key], (int, float)) and r[key] == r[key], key  # a number, not NaN
+    assert r["engine"].startswith("onnxruntime") and r["precision"] == "fp32"
+    assert r["overhead_ratio"] == pytest.approx(r["pipeline_ms_p50"] / r["raw_ms_p50"], rel=1e-2)
+    assert r["machine"]["cpus"] >= 1
+    if "ultralytics_ms_p50" in r:
+        assert r["figures"]["ultralytics_ms_p50"] == {"engine": "ultralytics+onnxruntime", "precision": "fp32",
+                                                      "what": "YOLO.predict: its preprocess + infer + NMS"}
+    assert r["skipped"].get("ultra_openvino") == "no --weights given"
+    assert r["soak"]["parts"] > 0 and "rss_slope_mb_per_min" in r["soak"]
+    assert "overhead ratio" in res.stdout  # the table
+
+
+def test_bench_refuses_bad_arguments(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "defectgate.cli", "bench", "--model", str(tmp_path), "--frames", "3"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "--frames 3" in res.stderr and "Traceback" not in res.stderr
+    res = subprocess.run([sys.executable, "-m", "defectgate.cli", "bench", "--model", str(tmp_path / "nope")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "model bundle not found" in res.stderr
