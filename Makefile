@@ -61,6 +61,20 @@ test-fast: setup
 QA_HOST ?= 127.0.0.1
 QA_PORT ?= 7860
 QA_LABEL_DIR ?= datasets
+# bench: our station vs ultralytics (ONNX, OpenVINO FP32, OpenVINO INT8) on the same frames, each
+# engine in its own process, alternating rounds. Uses the demo bundle and weights (builds them if missing).
+BENCH_MODEL ?= $(DEMO_DIR)/bundle
+BENCH_WEIGHTS ?= $(DEMO_DIR)/train/weights/best.pt
+BENCH_DATA ?= $(DEMO_DIR)/data/data.yaml
+BENCH_BACKEND ?= onnxruntime
+BENCH_FRAMES ?= 200
+BENCH_ROUNDS ?= 3
+bench: setup
+	@test -f $(BENCH_MODEL)/model.json || $(MAKE) demo
+	$(DG) bench --model $(BENCH_MODEL) --frames $(BENCH_FRAMES) --rounds $(BENCH_ROUNDS) --backend $(BENCH_BACKEND) \
+		$(if $(wildcard $(BENCH_WEIGHTS)),--weights $(BENCH_WEIGHTS) --data $(BENCH_DATA),) \
+		--out runs/bench --json runs/bench/bench-$(BENCH_BACKEND).json $(BENCH_ARGS)
+
 qa: setup
 	$(DG) qa --archive $(DEMO_DIR)/station/archive --bundle $(DEMO_DIR)/bundle --exports $(DEMO_DIR)/qa-exports \
 		--label-dir $(QA_LABEL_DIR) --host $(QA_HOST) --port $(QA_PORT) $(QA_ARGS)
