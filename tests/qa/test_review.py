@@ -131,3 +131,22 @@ def test_rotated_editor_view_is_refused():
     assert annotator_value_boxes(None) == []
     with pytest.raises(QAError, match="rotate it back"):
         annotator_value_boxes({"boxes": [box], "orientation": 1})
+
+
+def test_time_filters_accept_people_formats_and_reject_nonsense(archive_dir):
+    r = ArchiveReader(archive_dir)
+    day = r.all_rows()[0].ts_utc[:10]
+    assert len(r.query(Filters(verdict="all", since=f"{day} 00:00", until=f"{day}T23:59:59+00:00"))) == 12
+    with pytest.raises(ArchiveError, match="not a date or time"):
+        r.query(Filters(verdict="all", since="yesterday"))
+
+
+def test_unreviewed_queue_is_not_starved_by_the_limit(archive_dir):
+    svc = QAService(QAConfig(archive=archive_dir))
+    ng, _ = svc.queue(Filters(verdict="NG"), "all")
+    for p in ng[:3]:
+        svc.decide(p.id, Decision.FALSE_REJECT, [], "a")
+    rows, _ = svc.queue(Filters(verdict="NG", limit=2), "unreviewed")
+    assert [p.id for p in rows] == [p.id for p in ng[3:5]]
+    reviewed, _ = svc.queue(Filters(verdict="NG", limit=10), "reviewed")
+    assert [p.id for p in reviewed] == [p.id for p in ng[:3]]

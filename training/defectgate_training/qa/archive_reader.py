@@ -4,11 +4,13 @@ decisions in a separate store (store.py)."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, Sequence
 
 from .errors import ArchiveError
 from .paths import confine
@@ -54,6 +56,7 @@ class Filters:
     model_version: str = ""
     min_conf: float = 0.0
     max_conf: float = 1.0
+    with_image: bool = True  # only parts whose image was kept (the rest cannot be reviewed)
     limit: int = 500
 
 
@@ -73,10 +76,14 @@ class ArchiveReader:
         except sqlite3.Error as exc:
             raise ArchiveError(f"{self.db_path}: cannot read the parts table ({exc})") from exc
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
         conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, check_same_thread=False)
         conn.row_factory = sqlite3.Row
-        return conn
+        try:
+            yield conn
+        finally:
+            conn.close()
 
     # ---- facts about the archive ----
     def classes(self) -> list[str]:
@@ -113,24 +120,41 @@ class ArchiveReader:
             raise ArchiveError(f"{self.db_path}: no part with row id {row_id}")
         return _to_part(row)
 
+    def get_many(self, row_ids: Sequence[int]) -> dict[int, PartRow]:
+        out: dict[int, PartRow] = {}
+        ids = [int(i) for i in row_ids]
+        with self._connect() as conn:
+            for start in range(0, len(ids), 500):  # SQLite's variable limit
+                chunk = ids[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for r in conn.execute(f"SELECT * FROM parts WHERE id IN ({marks})", chunk):
+                    out[int(r["id"])] = _to_part(r)
+        return out
+
     def all_rows(self) -> list[PartRow]:
         with self._connect() as conn:
             return [_to_part(r) for r in conn.execute("SELECT * FROM parts ORDER BY id")]
 
-    def query(self, f: Filters) -> list[PartRow]:
+    def query(self, f: Filters, skip: Callable[[PartRow], bool] | None = None) -> list[PartRow]:
+        """Parts matching the filters, oldest first, at most f.limit of them; `skip` drops parts
+        before the limit counts them (e.g. the already reviewed ones)."""
         where, args = [], []
         if f.verdict in ("OK", "NG"):
             where.append("verdict = ?")
             args.append(f.verdict)
+        elif f.verdict != "all":
+            raise ArchiveError(f"verdict filter {f.verdict!r} is unknown; use NG, OK or all")
         if f.since.strip():
             where.append("ts_utc >= ?")
-            args.append(f.since.strip())
+            args.append(_timestamp(f.since, "From"))
         if f.until.strip():
-            until = f.until.strip()
+            until = _timestamp(f.until, "To")
             if len(until) == 10:  # a bare date: include the whole day
                 until += "T99"
             where.append("ts_utc <= ?")
             args.append(until)
+        if f.with_image:
+            where.append("image_path IS NOT NULL")
         if f.model_version:
             where.append("model_version = ?")
             args.append(f.model_version)
@@ -143,6 +167,8 @@ class ArchiveReader:
                     continue
                 # confidence filters apply to parts with detections; an OK part without any has 0
                 if not f.min_conf <= part.max_confidence <= f.max_conf:
+                    continue
+                if skip is not None and skip(part):
                     continue
                 out.append(part)
                 if len(out) >= f.limit:
@@ -158,6 +184,20 @@ class ArchiveReader:
         if not path.is_file():
             raise ArchiveError(f"{path}: image of part row {part.id} is missing from the archive")
         return path
+
+
+def _timestamp(text: str, name: str) -> str:
+    """A date or date-time typed by a person -> the archive's ISO form (UTC), or a clear error."""
+    text = text.strip().replace(" ", "T")
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ArchiveError(f"{name} {text!r} is not a date or time; write e.g. 2026-11-24 or 2026-11-24T18:00") from None
+    if len(text) == 10:
+        return text
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return parsed.isoformat()
 
 
 def _to_part(r: sqlite3.Row) -> PartRow:

@@ -84,12 +84,8 @@ class QAService:
         if status not in REVIEW_STATUSES:
             raise QAError(f"review status {status!r} is unknown; use one of {', '.join(REVIEW_STATUSES)}")
         reviews = self.store.latest()
-        rows = [p for p in self.archive.query(filters) if p.image_path]
-        if status == "unreviewed":
-            rows = [p for p in rows if p.id not in reviews]
-        elif status == "reviewed":
-            rows = [p for p in rows if p.id in reviews]
-        return rows, reviews
+        skip = {"unreviewed": lambda p: p.id in reviews, "reviewed": lambda p: p.id not in reviews}.get(status)
+        return self.archive.query(filters, skip), reviews
 
     def item(self, row_id: int) -> ItemView:
         part = self.archive.get(row_id)

@@ -74,9 +74,10 @@ def build_ui(svc: QAService, reviewer_default: str = "", login: bool = False) ->
     # ---------------------------------------------------------------- review queue handlers
     def table(ids: list[int]) -> list[list[Any]]:
         reviews = svc.store.latest()
+        parts = svc.archive.get_many(ids)
         rows = []
         for rid in ids:
-            p = svc.archive.get(rid)
+            p = parts[rid]
             r = reviews.get(rid)
             rows.append([p.id, p.ts_utc[11:19], p.verdict, ", ".join(p.classes),
                          round(p.max_confidence, 2), r.decision.label if r else ""])
