@@ -49,5 +49,8 @@ def ultralytics():
     prepare_offline()
     module = require("ultralytics", "train", "training and export")
     # Settings that would reach the network or write outside the run folder.
-    module.settings.update({"sync": False, "hub": False, "wandb": False, "tensorboard": False, "mlflow": False})
+    off = {k: False for k in ("sync", "hub", "wandb", "tensorboard", "mlflow", "comet", "clearml", "dvc", "neptune", "raytune")
+           if k in module.settings}
+    if off:
+        module.settings.update(off)
     return module

@@ -1,0 +1,333 @@
+"""Export trained weights to a model bundle: `model.onnx` + `model.json`.
+
+The sidecar is written here as a plain dict that follows `defectgate.bundle.Sidecar` (export and
+runtime agree through the file, not through shared code). After writing, the bundle is loaded
+back through the runtime's own path (load_bundle -> load_backend('onnxruntime') -> Preprocessor ->
+decode) and compared with the PyTorch model on the same preprocessed images: the export fails,
+leaving nothing behind, when detections differ beyond PARITY (below). Then the operating point is
+calibrated on the val split through that same runtime path and stored in the sidecar.
+
+Everything is built in a temporary folder beside OUT and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from defectgate.errors import BundleError, DefectgateError
+
+from .datayaml import fingerprint, load_data_yaml, split_images
+from .train import tool_versions
+from .ultra import ultralytics
+
+log = logging.getLogger(__name__)
+
+
+class ParityError(DefectgateError):
+    """The exported model's detections differ from the PyTorch model's beyond tolerance."""
+
+
+@dataclass(frozen=True)
+class ParityTolerance:
+    """A detection with score >= conf in one model must have a same-class partner in the other with
+    score >= conf - margin, IoU >= iou, |score difference| <= score and corners within box_px
+    (source pixels). FP32 ONNX Runtime vs PyTorch differs by ~1e-4; FP16 needs the looser preset."""
+
+    conf: float = 0.10
+    margin: float = 0.03
+    iou: float = 0.90
+    score: float = 0.02
+    box_px: float = 1.0
+
+
+PARITY = {"fp32": ParityTolerance(), "fp16": ParityTolerance(score=0.03, box_px=2.0, iou=0.85)}
+
+
+@dataclass
+class ExportResult:
+    bundle: Path
+    sidecar: dict
+    parity: dict
+    evaluation: dict | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def load_torch_model(weights: Path):
+    """The trained network as a float32 CPU torch module in eval mode, plus its checkpoint facts."""
+    U = ultralytics()
+    yolo = U.YOLO(str(weights))
+    model = yolo.model.float().eval().to("cpu")
+    names = yolo.model.names
+    names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+    train_args = dict(getattr(yolo, "ckpt", {}) or {}).get("train_args", {}) or {}
+    arch = Path(str(getattr(yolo.model, "yaml", {}).get("yaml_file", "") or "")).stem
+    return yolo, model, names, train_args, arch
+
+
+def torch_forward(model, batch: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        out = model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
+    while isinstance(out, (list, tuple)):
+        out = out[0]
+    if isinstance(out, dict):  # end-to-end heads may return {"one2one": ...}
+        out = out.get("one2one", next(iter(out.values())))
+        while isinstance(out, (list, tuple)):
+            out = out[0]
+    return out.detach().cpu().numpy()
+
+
+def detect_layout(onnx_path: Path, num_classes: int) -> tuple[str, list, str, str]:
+    """Read the exported graph's output shape: (1, 4+nc, A) is yolo_raw, (1, N, 6) is end2end."""
+    import onnx
+
+    m = onnx.load(str(onnx_path))
+    out = m.graph.output[0]
+    dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in out.type.tensor_type.shape.dim]
+    if len(dims) == 3 and dims[1] == 4 + num_classes and dims[2] != 6:
+        layout = "yolo_raw"
+    elif len(dims) == 3 and dims[2] == 6:
+        layout = "end2end"
+    else:
+        raise BundleError(f"{onnx_path}: output '{out.name}' has shape {dims}; expected (1, {4 + num_classes}, A) "
+                          "for a YOLO11-style head or (1, N, 6) for an end-to-end head")
+    return layout, dims, out.name, m.graph.input[0].name
+
+
+def sample_images(data: str | None, split: str, n: int, imgsz: int, seed: int = 0) -> list[np.ndarray]:
+    """Images for the parity check: the first n of the split, or seeded noise when no data is given."""
+    import cv2
+
+    if data:
+        spec = load_data_yaml(data)
+        use = split if split in spec.splits else "train"
+        out = []
+        for p in split_images(spec, use)[:n]:
+            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if img is None:
+                raise BundleError(f"{p}: image cannot be read; fix or remove it")
+            out.append(img)
+        return out
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (imgsz, imgsz, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = ix * iy
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
+
+
+def compare_detections(a, b_loose, tol: ParityTolerance) -> tuple[int, list[str], float, float]:
+    """Every detection of `a` must have a partner in `b_loose`. Returns (matched, problems, max box
+    corner difference, max score difference)."""
+    problems, max_box, max_score = [], 0.0, 0.0
+    if len(a) == 0:
+        return 0, problems, max_box, max_score
+    if len(b_loose) == 0:
+        return 0, [f"{len(a)} detection(s) have no partner at all"], max_box, max_score
+    iou = _iou(a.xyxy, b_loose.xyxy)
+    iou[a.class_id[:, None] != b_loose.class_id[None, :]] = 0
+    for i in range(len(a)):
+        j = int(iou[i].argmax())
+        if iou[i, j] < tol.iou:
+            problems.append(f"box {a.xyxy[i].round(1).tolist()} class {a.class_id[i]} score {a.confidence[i]:.3f} "
+                            f"has no partner (best IoU {iou[i, j]:.2f} < {tol.iou})")
+            continue
+        d_box = float(np.abs(a.xyxy[i] - b_loose.xyxy[j]).max())
+        d_score = float(abs(a.confidence[i] - b_loose.confidence[j]))
+        max_box, max_score = max(max_box, d_box), max(max_score, d_score)
+        if d_box > tol.box_px or d_score > tol.score:
+            problems.append(f"box {a.xyxy[i].round(1).tolist()} differs by {d_box:.2f} px, score by {d_score:.3f}")
+    return len(a), problems, max_box, max_score
+
+
+def parity_check(bundle_dir: Path, torch_model, images: list[np.ndarray], tol: ParityTolerance) -> dict:
+    """Run the same images through PyTorch and through the runtime's ONNX path and compare."""
+    from defectgate.backends import load_backend
+    from defectgate.bundle import load_bundle
+    from defectgate.postprocess import decode
+    from defectgate.preprocess import Preprocessor
+
+    bundle = load_bundle(bundle_dir)
+    sc = bundle.sidecar
+    backend = load_backend(bundle, "onnxruntime")
+    pre = Preprocessor(sc.input)
+    nc = len(sc.classes)
+    matched, problems, max_box, max_score, max_raw = 0, [], 0.0, 0.0, 0.0
+    try:
+        for k, img in enumerate(images):
+            batch, info = pre(img)
+            raw_onnx = np.asarray(backend.infer(batch)[0], np.float32)
+            raw_pt = torch_forward(torch_model, batch)
+            if raw_pt.shape != raw_onnx.shape:
+                raise ParityError(f"output shapes differ: PyTorch {raw_pt.shape}, ONNX {raw_onnx.shape}")
+            max_raw = max(max_raw, float(np.abs(raw_pt - raw_onnx).max()))
+            dec = lambda raw, c: decode(raw, sc.output, nc, info, c, sc.iou_threshold)  # noqa: E731
+            for x, y in ((raw_pt, raw_onnx), (raw_onnx, raw_pt)):
+                m, p, b, s = compare_detections(dec(x, tol.conf), dec(y, max(tol.conf - tol.margin, 0.0)), tol)
+                matched += m
+                problems += [f"image {k}: {q}" for q in p]
+                max_box, max_score = max(max_box, b), max(max_score, s)
+    finally:
+        backend.close()
+    report = {"images": len(images), "detections_compared": matched, "max_box_px": round(max_box, 4),
+              "max_score_diff": round(max_score, 5), "max_raw_abs_diff": round(max_raw, 5),
+              "tolerance": tol.__dict__, "passed": not problems}
+    if problems:
+        raise ParityError(f"{bundle_dir}: ONNX and PyTorch detections differ beyond tolerance "
+                          f"(score ±{tol.score}, IoU ≥ {tol.iou}, corners ±{tol.box_px} px): {problems[0]}"
+                          + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
+    return report
+
+
+def build_sidecar(onnx_path: Path, names: list[str], imgsz: int, arch: str, precision: str,
+                  training: dict) -> dict:
+    from defectgate.bundle import sha256_file  # hashing only; the sidecar itself is our own dict
+
+    layout, dims, out_name, in_name = detect_layout(onnx_path, len(names))
+    return {
+        "format": "defectgate-bundle",
+        "schema_version": 1,
+        "model_file": onnx_path.name,
+        "sha256": sha256_file(onnx_path),
+        "engine": "onnx",
+        "precision": precision,
+        "architecture": arch,
+        "classes": list(names),
+        "input": {"name": in_name, "imgsz": [imgsz, imgsz], "layout": "NCHW", "color": "RGB", "dtype": "float32",
+                  "scale": 1.0 / 255.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
+                  "letterbox_pad": 114, "letterbox_center": True, "batch": 1},
+        "output": {"name": out_name, "layout": layout, "shape": dims,
+                   "max_det": int(dims[1]) if layout == "end2end" else 300},
+        "conf_threshold": 0.25,
+        "iou_threshold": 0.45,
+        "class_thresholds": {},
+        "metrics": {},
+        "training": training,
+        "versions": tool_versions(),
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "version": "",
+        "engine_info": {},
+        "source_onnx_sha256": "",
+    }
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _training_facts(weights: Path, data: str | None, train_args: dict) -> dict:
+    from defectgate.bundle import sha256_file
+
+    facts = {"weights": str(weights), "weights_sha256": sha256_file(weights),
+             "epochs": train_args.get("epochs"), "imgsz": train_args.get("imgsz"), "seed": train_args.get("seed")}
+    run_json = weights.parent.parent / "run.json"
+    if run_json.is_file():
+        run = json.loads(run_json.read_text())
+        facts.update({"data_fingerprint": run.get("data", {}).get("sha256"), "images": run.get("data", {}).get("images"),
+                      "train_seconds": run.get("train_seconds"), "device": run.get("device"),
+                      "epochs_done": run.get("epochs_done"), "augment": run.get("augment"),
+                      "val_map50_ultralytics": run.get("map50"), "val_map50_95_ultralytics": run.get("map50_95")})
+    elif data:
+        fp = fingerprint(load_data_yaml(data))
+        facts.update({"data_fingerprint": fp["sha256"], "images": fp["images"]})
+    return facts
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished bundle into place; an existing bundle at `out` is replaced as a whole."""
+    old = None
+    if out.exists():
+        if not (out / "model.json").is_file() and any(out.iterdir()):
+            raise BundleError(f"{out}: exists and is not a bundle folder; choose another --out")
+        old = out.with_name(f".{out.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_bundle(weights: str | Path, out: str | Path, data: str | None = None, imgsz: int | None = None,
+                  half: bool = False, parity_images: int = 8, calibrate: bool = True,
+                  target_escape: float = 0.02, split: str = "val", opset: int = 17) -> ExportResult:
+    weights, out = Path(weights), Path(out)
+    if not weights.is_file():
+        raise BundleError(f"{weights}: weights file not found; train first with 'defectgate train'")
+    yolo, torch_model, names, train_args, arch = load_torch_model(weights)
+    if data:
+        spec = load_data_yaml(data)
+        if spec.names != names:
+            raise BundleError(f"{weights}: model classes {names} differ from {spec.yaml_path} classes {spec.names}")
+    imgsz = int(imgsz or train_args.get("imgsz") or 640)
+    precision = "fp16" if half else "fp32"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        shutil.copyfile(weights, tmp / "model.pt")
+        U = ultralytics()
+        exported = Path(U.YOLO(str(tmp / "model.pt")).export(format="onnx", imgsz=imgsz, opset=opset, simplify=True,
+                                                             dynamic=False, half=False, device="cpu", verbose=False))
+        (tmp / "model.pt").unlink()
+        onnx_path = tmp / "model.onnx"
+        if exported != onnx_path:
+            exported.replace(onnx_path)
+        if half:
+            to_fp16(onnx_path)
+        sidecar = build_sidecar(onnx_path, names, imgsz, arch, precision, _training_facts(weights, data, train_args))
+        write_json(tmp / "model.json", sidecar)
+        images = sample_images(data, split, parity_images, imgsz)
+        parity = parity_check(tmp, torch_model, images, PARITY[precision])
+        log.info("parity: %d detections compared on %d images, max score diff %.4f, max box diff %.3f px",
+                 parity["detections_compared"], parity["images"], parity["max_score_diff"], parity["max_box_px"])
+        sidecar["engine_info"] = {"parity": parity}
+        evaluation = None
+        if data and calibrate:
+            from .evaluate import evaluate_model
+
+            spec = load_data_yaml(data)
+            use = split if split in spec.splits else "train"
+            evaluation = evaluate_model(tmp, data, use, target_escape=target_escape, backend="onnxruntime")
+            sidecar["class_thresholds"] = evaluation["thresholds"]
+            sidecar["metrics"] = metrics_for_sidecar(evaluation)
+        write_json(tmp / "model.json", sidecar)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportResult(out, sidecar, parity, evaluation)
+
+
+def metrics_for_sidecar(ev: dict) -> dict:
+    keep = ("split", "images", "map50", "map50_95", "escape_rate", "overkill_rate", "target_escape_rate",
+            "parts", "default_threshold")
+    m = {k: ev[k] for k in keep if k in ev}
+    m["per_class_ap50"] = {c: v["ap50"] for c, v in ev.get("per_class", {}).items()}
+    return m
+
+
+def to_fp16(onnx_path: Path) -> None:
+    """Convert weights and activations to float16, keeping float32 input/output so the runtime's
+    preprocessing and decode are unchanged."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)
+    tmp = onnx_path.with_suffix(".fp16.tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(onnx_path)

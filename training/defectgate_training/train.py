@@ -1,0 +1,219 @@
+"""Train a YOLO detector with ultralytics: typed config (YAML + CLI overrides), seeded, offline,
+resumable, one run folder per run:
+
+    OUT/config.yaml      the resolved training config (what was asked for)
+    OUT/data.yaml        the dataset yaml with an absolute path (what ultralytics read)
+    OUT/args.yaml        ultralytics' full argument set (written by ultralytics)
+    OUT/results.csv      metrics per epoch (written by ultralytics)
+    OUT/epochs.jsonl     the same per epoch as JSON lines, with wall time
+    OUT/weights/{best,last}.pt
+    OUT/run.json         final metrics of best.pt on val, data fingerprint, versions, hardware, time
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from defectgate.errors import ConfigError, DatasetError
+
+from . import augment as aug
+from .datayaml import fingerprint, load_data_yaml, resolved_yaml, split_images
+from .ultra import ultralytics
+
+log = logging.getLogger(__name__)
+
+# ultralytics train arguments we own (set from TrainConfig fields); `hyp` may not override them.
+OWNED = {"data", "epochs", "imgsz", "batch", "seed", "workers", "device", "project", "name", "exist_ok",
+         "augmentations", "resume", "model"}
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("yolo11n.yaml", description="architecture yaml (from scratch) or a .pt to fine-tune")
+    data: str = ""
+    out: str = "runs/train"
+    epochs: int = Field(30, ge=1)
+    imgsz: int = Field(192, ge=32)
+    batch: int = Field(16, ge=1)
+    seed: int = 0
+    workers: int = Field(2, ge=0)
+    device: str = "auto"
+    augment: Any = "inspection"
+    # Any other ultralytics train argument (fliplr, flipud, mosaic, hsv_v, cos_lr, lr0, close_mosaic,
+    # cache, amp, patience, time, deterministic, plots, ...).
+    hyp: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best: Path
+    last: Path
+    metrics: dict
+
+
+def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    raw: dict[str, Any] = {}
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: training config not found (see configs/train-default.yaml)")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of training settings")
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if "." in key:  # hyp.lr0=0.005
+            head, tail = key.split(".", 1)
+            section = raw.get(head)
+            if isinstance(section, str):  # augment: texture -> {preset: texture, ...}
+                section = {"preset": section}
+            raw[head] = {**(section or {}), tail: value}
+        else:
+            raw[key] = value
+    where = str(path) if path else "train config"
+    try:
+        cfg = TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{where}: key '{key}': {first['msg']} (got {first.get('input')!r})") from exc
+    bad = OWNED & set(cfg.hyp)
+    if bad:
+        raise ConfigError(f"{where}: hyp.{sorted(bad)[0]} is a top-level setting; set it outside 'hyp'")
+    if not cfg.data:
+        raise ConfigError(f"{where}: key 'data' is missing; pass --data path/to/data.yaml")
+    aug.load_augment_config(cfg.augment)  # fail early on a bad augment section
+    return cfg
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
+def _epoch_logger(jsonl: Path, t0: float):
+    def on_fit_epoch_end(trainer) -> None:
+        if trainer.epoch + 1 > trainer.epochs:  # ultralytics calls this once more after the final validation
+            return
+        row = {"epoch": trainer.epoch + 1, "epochs": trainer.epochs, "wall_s": round(time.monotonic() - t0, 1)}
+        row.update({k: round(float(v), 5) for k, v in (trainer.metrics or {}).items()})
+        row.update({k: round(float(v), 5) for k, v in trainer.label_loss_items(trainer.tloss).items()}
+                   if trainer.tloss is not None else {})
+        with open(jsonl, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        log.info("epoch %d/%d  mAP50 %.3f  mAP50-95 %.3f  (%.0fs)", row["epoch"], row["epochs"],
+                 row.get("metrics/mAP50(B)", float("nan")), row.get("metrics/mAP50-95(B)", float("nan")), row["wall_s"])
+
+    return on_fit_epoch_end
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+    run_dir = Path(cfg.out).resolve()
+    last = run_dir / "weights" / "last.pt"
+    spec = load_data_yaml(cfg.data)
+    for split in ("train", "val"):
+        split_images(spec, split)  # DatasetError naming the yaml when a split is missing or empty
+    augment_cfg = aug.load_augment_config(cfg.augment)
+    U = ultralytics()
+    device = resolve_device(cfg.device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data_yaml = resolved_yaml(spec, run_dir / "data.yaml")
+    _write_yaml(run_dir / "config.yaml", cfg.model_dump(mode="json"))
+    jsonl = run_dir / "epochs.jsonl"
+    t0 = time.monotonic()
+
+    if resume:
+        if not last.is_file():
+            raise ConfigError(f"{last}: nothing to resume; train without --resume first")
+        log.info("resuming %s", last)
+        model = U.YOLO(str(last))
+        model.add_callback("on_fit_epoch_end", _epoch_logger(jsonl, t0))
+        model.train(resume=True, workers=cfg.workers, device=device)
+    else:
+        if jsonl.exists():
+            jsonl.unlink()
+        args: dict[str, Any] = {
+            "data": str(data_yaml), "epochs": cfg.epochs, "imgsz": cfg.imgsz, "batch": cfg.batch,
+            "seed": cfg.seed, "deterministic": True, "workers": cfg.workers, "device": device,
+            "project": str(run_dir.parent), "name": run_dir.name, "exist_ok": True, "verbose": True,
+        }
+        if device != "cpu":
+            args["amp"] = "bf16"  # fp16 AMP would download yolo26n.pt for its self-check; bf16 skips it
+        transforms = aug.build_transforms(augment_cfg)
+        if transforms:
+            args["augmentations"] = transforms
+        args.update(cfg.hyp)
+        log.info("training %s on %s (%d epochs, imgsz %d, device %s); %s", cfg.model, spec.yaml_path,
+                 cfg.epochs, cfg.imgsz, device, aug.describe(augment_cfg))
+        model = U.YOLO(cfg.model)
+        model.add_callback("on_fit_epoch_end", _epoch_logger(jsonl, t0))
+        model.train(**args)
+
+    trainer = model.trainer
+    save_dir = Path(trainer.save_dir)
+    best = save_dir / "weights" / "best.pt"
+    if not best.is_file():
+        raise DatasetError(f"{save_dir}: training finished without weights/best.pt; see the log above")
+    metrics = {k: float(v) for k, v in (trainer.metrics or {}).items()}
+    import torch
+
+    summary = {
+        "best": str(best),
+        "metrics_val": metrics,
+        "map50": metrics.get("metrics/mAP50(B)"),
+        "map50_95": metrics.get("metrics/mAP50-95(B)"),
+        "epochs_done": int(trainer.epoch + 1),
+        "train_seconds": round(time.monotonic() - t0, 1),
+        "device": device if device == "cpu" else torch.cuda.get_device_name(0),
+        "host": {"machine": platform.machine(), "processor": platform.processor(), "cpus": _cpus()},
+        "data": fingerprint(spec),
+        "versions": tool_versions(),
+        "augment": aug.describe(augment_cfg),
+    }
+    tmp = save_dir / "run.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    tmp.replace(save_dir / "run.json")
+    log.info("best weights %s  mAP50 %.3f  mAP50-95 %.3f", best, summary["map50"] or 0, summary["map50_95"] or 0)
+    return TrainResult(save_dir, best, save_dir / "weights" / "last.pt", summary)
+
+
+def tool_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for name in ("defectgate", "ultralytics", "torch", "albumentations", "onnx", "onnxruntime"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)
+
+
+def _write_yaml(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    tmp.replace(path)
