@@ -27,6 +27,7 @@ if not Path(CHROMIUM).is_file():
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package ([dev] extra)")
 pytest.importorskip("gradio", reason="the QA app needs the [qa] extra")
 from defectgate_training.qa.app import launch  # noqa: E402
+from defectgate_training.qa.archive_reader import Filters  # noqa: E402
 from defectgate_training.qa.auth import Users  # noqa: E402
 from defectgate_training.qa.decisions import Decision  # noqa: E402
 from defectgate_training.qa.service import QAConfig, QAService  # noqa: E402
@@ -137,7 +138,6 @@ def test_review_label_export_quality(env, browser, outbound):
         page.wait_for_timeout(500)  # let the canvas paint the image for the screenshot
         _shot(page, "review.png")
 
-        from defectgate_training.qa.archive_reader import Filters
         queue, _ = svc.queue(Filters(verdict="NG"), "unreviewed")
         first, second = queue[0], queue[1]
 
@@ -166,7 +166,30 @@ def test_review_label_export_quality(env, browser, outbound):
         assert moved["class"] == original["label"]
         expect(page.locator("#qa-queue")).to_contain_text("False reject")
 
-        # 3) label a folder image: a '../' escape is refused, then model pre-labels are saved
+        # 3) a passed part: switch the queue to OK, draw a box around a missed defect, press '3'
+        page.locator("#f-verdict input").click()
+        page.get_by_role("option", name="OK", exact=True).click()
+        page.click("#qa-apply")
+        expect(page.locator("#qa-item-info")).to_contain_text("line verdict OK")
+        ok_first = svc.queue(Filters(verdict="OK"), "unreviewed")[0][0]
+        expect(page.locator("#qa-item-info")).to_contain_text(f"row {ok_first.id},")
+        page.locator("#qa-review-annotator button[aria-label='Create box']").click()
+        x0, y0, scale = _box_center_on_page(page, "qa-review-annotator",
+                                            {"xmin": 60, "xmax": 60, "ymin": 50, "ymax": 50}, (240, 320))
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move(x0 + 20 * scale, y0 + 15 * scale, steps=4)
+        page.mouse.move(x0 + 40 * scale, y0 + 30 * scale, steps=4)
+        page.mouse.up()
+        page.wait_for_timeout(300)
+        page.keyboard.press("3")
+        expect(page.locator("#qa-review-status")).to_contain_text(f"Saved: row {ok_first.id} Missed defect")
+        drawn = svc.store.latest()[ok_first.id]
+        assert drawn.decision is Decision.MISSED_DEFECT and len(drawn.boxes) == 1
+        assert drawn.boxes[0]["xyxy"] == pytest.approx([60, 50, 100, 80], abs=2)
+        assert drawn.boxes[0]["class"] == CLASS_NAMES[0]  # the default label; 'Edit label' changes it
+
+        # 4) label a folder image: a '../' escape is refused, then model pre-labels are saved
         page.get_by_role("tab", name="Label images").click()
         page.fill("#qa-folder input, #qa-folder textarea", "../secret")
         page.click("#qa-open-folder")
@@ -183,14 +206,15 @@ def test_review_label_export_quality(env, browser, outbound):
         label_file = env["labels"] / "batch1" / "labels" / "new_0.txt"
         assert label_file.read_text().split()[0] == "1"  # the constant model's 'dent'
 
-        # 4) export and check what was written
+        # 5) export and check what was written
         page.get_by_role("tab", name="Export").click()
         page.click("#qa-export")
         expect(page.locator("#qa-export-status")).to_contain_text("Exported")
         inc = env["root"] / "exports" / "qa-v0001"
         manifest = json.loads((inc / "manifest.json").read_text())
         by_decision = {i["decision"]: i for i in manifest["items"]}
-        assert set(by_decision) == {"false_reject", "confirm_defect", "labeled"}
+        assert set(by_decision) == {"false_reject", "confirm_defect", "missed_defect", "labeled"}
+        assert len((inc / by_decision["missed_defect"]["label"]).read_text().splitlines()) == 1
         assert (inc / by_decision["false_reject"]["label"]).read_text() == ""
         assert len((inc / by_decision["confirm_defect"]["label"]).read_text().splitlines()) == len(review.boxes)
         assert (inc / by_decision["labeled"]["label"]).read_text() == label_file.read_text()
@@ -199,11 +223,12 @@ def test_review_label_export_quality(env, browser, outbound):
         expect(page.locator("#qa-export-files")).to_contain_text("confirm_defect")
         _shot(page, "export.png")
 
-        # 5) quality charts reflect the reviews
+        # 6) quality charts reflect the reviews
         page.get_by_role("tab", name="Quality").click()
         page.click("#qa-refresh")
         expect(page.locator("#qa-summary")).to_contain_text("false rejects")
         expect(page.locator("#qa-summary")).to_contain_text("50.0 %")  # 1 of 2 reviewed rejects
+        expect(page.locator("#qa-summary")).to_contain_text("100.0 %")  # 1 of 1 reviewed passes escaped
         for chart in ("qa-chart-day", "qa-chart-shift", "qa-chart-reasons", "qa-chart-confusion"):
             page.locator(f"#{chart} img").wait_for()
         page.wait_for_timeout(500)
@@ -241,3 +266,21 @@ def test_login_is_required_and_names_the_reviewer(env, browser, outbound):
     finally:
         demo.close()
 
+
+
+def test_empty_archive_shows_a_message(tmp_path, browser):
+    from defectgate.archive import Archive
+
+    Archive(tmp_path / "archive", run_id="r", station="s", classes=CLASS_NAMES).close()
+    svc = QAService(QAConfig(archive=tmp_path / "archive"))
+    demo, url = launch(svc, "127.0.0.1", _free_port(), None, reviewer="tester", block=False)
+    try:
+        page, outside = _page(browser, url)
+        page.goto(url)
+        expect = sync_api.expect
+        expect(page.locator("#qa-queue-note")).to_contain_text("has no parts yet")
+        page.click("#qa-false-reject")
+        expect(page.locator("#qa-review-status")).to_contain_text("queue is empty")
+        page.close()
+    finally:
+        demo.close()
