@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -43,6 +44,17 @@ def test_cli_serves_until_stopped(tmp_path):
             except OSError:
                 time.sleep(0.5)
         assert "defectgate QA" in body, proc.stdout.read() if proc.poll() is not None else "no page"
+        # gradio's file route serves only its own cache: not the archive, the reviews, or /etc
+        for path in (env["archive"] / "parts.sqlite", env["root"] / "reviews-cli.sqlite", Path("/etc/passwd"),
+                     Path(__file__)):
+            for url in (f"http://127.0.0.1:{port}/gradio_api/file={path}", f"http://127.0.0.1:{port}/file={path}"):
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as r:
+                        served = r.read()
+                except urllib.error.HTTPError as exc:
+                    assert exc.code in (403, 404), (url, exc.code)
+                else:
+                    assert path.read_bytes() not in served, f"{url} served {path}"
     finally:
         proc.send_signal(signal.SIGINT)
         try:
