@@ -172,3 +172,12 @@ def test_kill_9_leaves_a_readable_log_and_sigterm_stops_cleanly(tiny_bundle, tmp
         parts = conn.execute("SELECT COUNT(*) FROM parts WHERE run_id = ?", (run[0],)).fetchone()[0]
     report = __import__("json").loads(run[2])
     assert parts == report["parts"] == len({*range(report["parts"])}), "every captured part has its row"
+
+
+def test_every_example_station_config_loads():
+    from defectgate.config import load_config
+
+    configs = sorted(Path(__file__).resolve().parents[2].glob("configs/*station*.yaml"))
+    assert len(configs) >= 3
+    for path in configs:
+        load_config(path)  # raises ConfigError naming the key if an example drifted from the schema
