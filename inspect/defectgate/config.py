@@ -57,6 +57,17 @@ class StationSection(_Section):
     run_dir: Path = Path("runs/station")
 
 
+class EncoderSection(_Section):
+    """A belt encoder whose count the PLC keeps in a 32-bit counter (two holding registers); read at
+    every frame so that rejects follow the belt, not the clock. Ticks per mm: conveyor section."""
+    kind: str = Field("none", pattern="^(none|modbus)$")
+    host: str = "127.0.0.1"
+    port: int = Field(502, ge=1, le=65535)
+    register: int = Field(0, ge=0, le=65534, description="first of the two holding registers")
+    unit: int = Field(1, ge=0, le=255)
+    word_order: str = Field("low_first", pattern="^(low_first|high_first)$")
+
+
 class SourceSection(_Section):
     uri: str = "synthetic://conveyor"
     read_timeout_s: float = Field(1.0, gt=0)
@@ -65,6 +76,7 @@ class SourceSection(_Section):
     trigger: TriggerMode = TriggerMode.external
     # free-run only: raise the alarm when no frame came for this long (None: off, e.g. triggered lines)
     capture_stall_s: float | None = Field(None, gt=0)
+    encoder: EncoderSection = Field(default_factory=EncoderSection)
 
 
 class ModelSection(_Section):

@@ -20,7 +20,8 @@ class PlcServer:
         self.port = port
         # pymodbus blocks are 1-based: protocol address 0 = block address 1
         self._context = ModbusServerContext(
-            devices={1: ModbusDeviceContext(co=ModbusSequentialDataBlock(1, [False] * 64))}, single=False)
+            devices={1: ModbusDeviceContext(co=ModbusSequentialDataBlock(1, [False] * 64),
+                                             hr=ModbusSequentialDataBlock(1, [0] * 64))}, single=False)
         self.loop = asyncio.new_event_loop()
         self.server = None
         self._ready = threading.Event()
@@ -48,6 +49,11 @@ class PlcServer:
             self._reader = ModbusTcpClient("127.0.0.1", port=self.port, timeout=1)
             self._reader.connect()
         return bool(self._reader.read_coils(address, count=1, device_id=1).bits[0])
+
+    def set_counter(self, register: int, value: int) -> None:
+        """The PLC's 32-bit high-speed counter, low word first, in two holding registers."""
+        self.coil(0)  # make sure the reader client is connected
+        self._reader.write_registers(register, [value & 0xFFFF, (value >> 16) & 0xFFFF], device_id=1)
 
     def stop(self) -> None:
         if self._reader is not None:

@@ -71,3 +71,29 @@ def test_station_keeps_running_when_the_plc_is_down(tiny_bundle, tmp_path):
 
     rows = sqlite3.connect(built.archive.db_path).execute("SELECT COUNT(*), SUM(fired IS NULL) FROM fires").fetchone()
     assert rows == (6, 6), "each failed pulse is recorded with its error"
+
+
+def test_encoder_counter_from_the_plc_unwraps_and_survives_a_dead_link():
+    from defectgate.config import ConveyorSection, EncoderSection
+    from defectgate.sources.encoder import open_encoder
+
+    plc = PlcServer(free_port()).start()
+    try:
+        enc = open_encoder(EncoderSection(kind="modbus", host="127.0.0.1", port=plc.port, register=10),
+                           ConveyorSection(encoder_ticks_per_mm=4.0))
+        plc.set_counter(10, 0xFFFFFFF0)  # just before the 32-bit rollover
+        start = enc()
+        plc.set_counter(10, 0x00000010)  # 32 ticks later, after the rollover
+        assert enc() - start == pytest.approx(32 / 4.0)
+    finally:
+        plc.stop()
+    assert enc() is None and enc.failures == 1, "no PLC: frames go without encoder, the line goes on"
+
+
+def test_encoder_needs_ticks_per_mm():
+    from defectgate.config import ConveyorSection, EncoderSection
+    from defectgate.errors import ConfigError
+    from defectgate.sources.encoder import open_encoder
+
+    with pytest.raises(ConfigError, match="encoder_ticks_per_mm"):
+        open_encoder(EncoderSection(kind="modbus"), ConveyorSection())

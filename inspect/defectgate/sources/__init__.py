@@ -26,8 +26,9 @@ def open_source(cfg: SourceSection, conveyor: ConveyorSection, clock: Clock) -> 
         return FileSource(cfg, clock)
     if scheme in ("usb", "v4l2", "rtsp", "gst"):
         from .camera import CameraSource
+        from .encoder import open_encoder
 
-        return CameraSource(cfg, clock)
+        return CameraSource(cfg, clock, encoder=open_encoder(cfg.encoder, conveyor))
     raise SourceError(f"source.uri '{cfg.uri}': unknown scheme '{scheme}'; use one of {', '.join(s + '://' for s in SCHEMES)}")
 
 
