@@ -1,4 +1,4 @@
-"""`defectgate qa` as a real process: it serves the page on 127.0.0.1 and stops on Ctrl-C."""
+"""`defectgate qa` as a real process: it serves the page on 127.0.0.1 and stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
@@ -56,11 +56,11 @@ def test_cli_serves_until_stopped(tmp_path):
                 else:
                     assert path.read_bytes() not in served, f"{url} served {path}"
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=20)
+            out, _ = proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
-    assert proc.returncode is not None
+            out, _ = proc.communicate()
+    assert proc.returncode == 0 and "defectgate qa: stopped" in out, out[-2000:]
     assert (tmp_path / "reviews-cli.sqlite").is_file()  # the review store was opened by the process

@@ -11,6 +11,7 @@ import argparse
 import getpass
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -112,5 +113,12 @@ def main(argv: list[str]) -> int:
               + (f"\n{empty}" if empty else ""))
         return 0
     print(f"defectgate qa: serving http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # systemd/docker stop: close the server cleanly
     launch(svc, args.host, args.port, users, reviewer, block=True)
+    svc.store.close()
+    print("defectgate qa: stopped", flush=True)
     return 0
+
+
+def _stop_on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt  # gradio's block_thread closes the server on it
