@@ -232,3 +232,22 @@ def test_neu_det_voc_import_matches_its_yolo_labels(tmp_path: Path):
         a = np.loadtxt(lbl, ndmin=2)
         b = np.loadtxt(mine, ndmin=2)
         assert a.shape == b.shape and np.allclose(a, b, atol=1e-5), lbl.name
+
+
+def test_coco_files_with_different_categories_are_refused(tmp_path: Path, capsys):
+    scenes = _scenes(2, seed=6)
+    for i, s in enumerate(scenes):
+        cv2.imwrite(str(tmp_path / f"part{i}.png"), s.image)
+    (tmp_path / "train.json").write_text(json.dumps(_coco(scenes, [0])))
+    other = _coco(scenes, [1])
+    other["categories"][3]["name"] = "rust"
+    (tmp_path / "val.json").write_text(json.dumps(other))
+    assert cli(["data", "import", "--format", "coco", str(tmp_path), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "val.json" in err and "rust" in err and "differ" in err and not (tmp_path / "out").exists()
+
+
+def test_empty_source(tmp_path: Path, capsys):
+    (tmp_path / "voc").mkdir()
+    assert cli(["data", "import", "--format", "voc", str(tmp_path / "voc"), str(tmp_path / "out")]) == 2
+    assert "no Pascal VOC" in capsys.readouterr().err

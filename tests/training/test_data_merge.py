@@ -96,3 +96,19 @@ def test_bad_label_in_an_increment_stops_the_merge(tmp_path: Path, base: Path, c
     (inc / "labels" / "train" / "reviewed.txt").write_text("0 0.5 0.5 0.2 0.2\n5 0.5 0.5 0.2 0.2\n")
     assert cli(["data", "merge", str(base), str(inc), "--out", str(tmp_path / "m")]) == 2
     assert "reviewed.txt:2" in capsys.readouterr().err and not (tmp_path / "m").exists()
+
+
+def test_empty_increment_is_refused(tmp_path: Path, base: Path, capsys):
+    inc = tmp_path / "inc"
+    (inc / "images" / "train").mkdir(parents=True)
+    (inc / "data.yaml").write_text(yaml.safe_dump({"path": ".", "train": "images/train", "val": "images/train",
+                                                   "names": {0: "scratch", 1: "dent", 2: "crack", 3: "stain"}}))
+    assert cli(["data", "merge", str(base), str(inc), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "no images" in err and str(inc) in err and not (tmp_path / "m").exists()
+
+
+def test_increment_without_data_yaml(tmp_path: Path, base: Path, capsys):
+    (tmp_path / "inc").mkdir()
+    assert cli(["data", "merge", str(base), str(tmp_path / "inc"), "--out", str(tmp_path / "m")]) == 2
+    assert "data.yaml" in capsys.readouterr().err
