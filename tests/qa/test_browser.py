@@ -205,6 +205,8 @@ def test_review_label_export_quality(env, browser, outbound):
         expect(page.locator("#qa-label-status")).to_contain_text("Saved 1 boxes")
         label_file = env["labels"] / "batch1" / "labels" / "new_0.txt"
         assert label_file.read_text().split()[0] == "1"  # the constant model's 'dent'
+        page.click("#qa-next-image")
+        expect(page.locator("#qa-label-status")).to_contain_text("new_1.png: no labels yet")
 
         # 5) export and check what was written
         page.get_by_role("tab", name="Export").click()
