@@ -286,3 +286,25 @@ def test_empty_archive_shows_a_message(tmp_path, browser):
         page.close()
     finally:
         demo.close()
+
+
+def test_a_missing_image_does_not_block_the_queue(env, browser, tmp_path):
+    import shutil as _shutil
+
+    archive = tmp_path / "archive"
+    _shutil.copytree(env["archive"], archive)
+    svc = QAService(QAConfig(archive=archive, reviews=tmp_path / "r.sqlite"))
+    first, second = svc.queue(Filters(verdict="NG"), "unreviewed")[0][:2]
+    (archive / first.image_path).unlink()  # e.g. deleted by a clean-up job
+    demo, url = launch(svc, "127.0.0.1", _free_port(), None, reviewer="tester", block=False)
+    try:
+        page, _ = _page(browser, url)
+        page.goto(url)
+        expect = sync_api.expect
+        expect(page.locator("#qa-item-info")).to_contain_text("is missing from the archive")
+        expect(page.locator("#qa-queue-note")).to_contain_text("parts in the queue")
+        page.keyboard.press("n")
+        expect(page.locator("#qa-item-info")).to_contain_text(f"row {second.id},")
+        page.close()
+    finally:
+        demo.close()

@@ -87,7 +87,10 @@ def build_ui(svc: QAService, reviewer_default: str = "", login: bool = False) ->
         if not ids:
             return None, svc.archive.empty_message() or "The queue is empty for these filters."
         pos = max(0, min(pos, len(ids) - 1))
-        view = svc.item(ids[pos])
+        try:
+            view = svc.item(ids[pos])
+        except DefectgateError as exc:  # one unreadable image must not block the whole queue
+            return None, f"item {pos + 1} of {len(ids)} (row {ids[pos]}): {_err(exc)}; press Next"
         return ({"image": view.image_rgb, "boxes": view.boxes},
                 f"item {pos + 1} of {len(ids)}  \n" + view.info_markdown())
 
