@@ -69,7 +69,15 @@ def load_torch_model(weights: Path):
     names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
     train_args = dict(getattr(yolo, "ckpt", {}) or {}).get("train_args", {}) or {}
     arch = Path(str(getattr(yolo.model, "yaml", {}).get("yaml_file", "") or "")).stem
+    if nms_free(model):
+        model.end2end = True  # the one-to-one head: what the end2end ONNX export runs
     return yolo, model, names, train_args, arch
+
+
+def nms_free(model) -> bool:
+    """YOLO26/YOLOv10-style models carry a one-to-one head that needs no NMS."""
+    head = model.model[-1] if hasattr(model, "model") else None
+    return getattr(head, "one2one_cv2", None) is not None
 
 
 def torch_forward(model, batch: np.ndarray) -> np.ndarray:
@@ -278,11 +286,14 @@ def export_bundle(weights: str | Path, out: str | Path, data: str | None = None,
     precision = "fp16" if half else "fp32"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is read by the station user too
     try:
         shutil.copyfile(weights, tmp / "model.pt")
         U = ultralytics()
         exported = Path(U.YOLO(str(tmp / "model.pt")).export(format="onnx", imgsz=imgsz, opset=opset, simplify=True,
-                                                             dynamic=False, half=False, device="cpu", verbose=False))
+                                                             dynamic=False, half=False, device="cpu", verbose=False,
+                                                             # nms=False selects the NMS-free head where there is one
+                                                             nms=False if nms_free(torch_model) else None))
         (tmp / "model.pt").unlink()
         onnx_path = tmp / "model.onnx"
         if exported != onnx_path:

@@ -1,0 +1,41 @@
+"""defectgate evaluate: mAP and part-level escape/overkill of a .pt or a bundle (through the runtime)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="defectgate evaluate", description=(
+        "Box mAP and part-level escape/overkill rates. A bundle runs through the station's own backend, "
+        "preprocessing and decode; a .pt through PyTorch on the same letterbox."))
+    p.add_argument("--model", required=True, help="bundle folder (model.json), or a .pt checkpoint")
+    p.add_argument("--data", required=True, help="dataset yaml")
+    p.add_argument("--split", default="val", help="train, val or test (default val)")
+    p.add_argument("--json", help="write the result JSON here")
+    p.add_argument("--plots", help="folder for PR curves, confusion matrix, escape/overkill vs threshold (PNG)")
+    p.add_argument("--target-escape", type=float, default=0.02,
+                   help="calibrate per-class thresholds to this escape rate on the split (default 0.02)")
+    p.add_argument("--no-calibrate", action="store_true", help="report at the model's own thresholds")
+    p.add_argument("--backend", default="auto", help="bundle backend: auto, onnxruntime, openvino, tensorrt, ...")
+    p.add_argument("--imgsz", type=int, help="input size for a .pt (default: its training size)")
+    a = p.parse_args(argv)
+    from ..evaluate import evaluate_model, write_json
+
+    r = evaluate_model(a.model, a.data, a.split, None if a.no_calibrate else a.target_escape, a.backend, a.plots, a.imgsz)
+    print(f"{r['runs_on']} on {r['split']} ({r['images']} images)")
+    print(f"mAP50 {r['map50']:.4f}  mAP50-95 {r['map50_95']:.4f}")
+    print(f"{'class':<18}{'boxes':>7}{'AP50':>8}{'AP50-95':>9}{'P':>7}{'R':>7}{'thr':>7}")
+    for name, c in r["per_class"].items():
+        if c["ap50"] is None:
+            print(f"{name:<18}{0:>7}{'-':>8}{'-':>9}{'-':>7}{'-':>7}{c['threshold']:>7.3f}")
+            continue
+        print(f"{name:<18}{c['gt_boxes']:>7}{c['ap50']:>8.3f}{c['ap50_95']:>9.3f}{c['precision']:>7.3f}{c['recall']:>7.3f}{c['threshold']:>7.3f}")
+    pr = r["parts"]
+    fmt = lambda v: "n/a (no OK parts)" if v is None else f"{v:.4f}"  # noqa: E731
+    print(f"parts {pr['parts']} (NG {pr['ng_parts']}, OK {pr['ok_parts']}): escape rate {fmt(pr['escape_rate'])} "
+          f"({pr['escapes']} NG passed), overkill rate {fmt(pr['overkill_rate'])} ({pr['overkills']} OK rejected)")
+    if a.json:
+        write_json(a.json, r)
+        print(f"wrote {a.json}")
+    return 0

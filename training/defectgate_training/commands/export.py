@@ -1,0 +1,49 @@
+"""defectgate export: trained weights -> ONNX bundle (model.onnx + model.json), parity-checked."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="defectgate export", description=(
+        "Export to an ONNX bundle, check PyTorch/ONNX parity through the runtime path, calibrate the "
+        "per-class thresholds on the val split. --int8 adds ONNX Runtime static QDQ quantization."))
+    p.add_argument("--weights", required=True, help="trained .pt (e.g. runs/train/weights/best.pt)")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--data", help="dataset yaml: parity images, class check, threshold calibration")
+    p.add_argument("--imgsz", type=int, help="input size (default: the training size)")
+    p.add_argument("--half", action="store_true", help="FP16 weights (float32 input/output kept)")
+    p.add_argument("--int8", action="store_true", help="INT8 QDQ for CPU stations (ONNX Runtime static quantization)")
+    p.add_argument("--calib", help="folder of images (or a dataset yaml) for INT8 calibration")
+    p.add_argument("--calib-images", type=int, default=200, help="at most this many calibration images")
+    p.add_argument("--target-escape", type=float, default=0.02, help="escape rate the thresholds are calibrated to")
+    p.add_argument("--no-calibrate", action="store_true", help="keep the default thresholds")
+    p.add_argument("--parity-images", type=int, default=8)
+    a = p.parse_args(argv)
+    from defectgate.errors import ConfigError
+
+    from ..export import export_bundle
+
+    if a.int8 and a.half:
+        raise ConfigError("--int8 and --half exclude each other; choose one precision")
+    if a.int8 and not (a.calib or a.data):
+        raise ConfigError("--int8 needs --calib DIR (images like the line's) or --data to calibrate on")
+    r = export_bundle(a.weights, a.out, a.data, a.imgsz, half=a.half, parity_images=a.parity_images,
+                      calibrate=not a.no_calibrate, target_escape=a.target_escape)
+    sc, par = r.sidecar, r.parity
+    print(f"bundle {r.bundle}: {sc['architecture']} {sc['precision']} {sc['output']['layout']} {sc['input']['imgsz']} "
+          f"classes {sc['classes']}")
+    print(f"parity vs PyTorch: {par['detections_compared']} detections on {par['images']} images, "
+          f"max score diff {par['max_score_diff']}, max box diff {par['max_box_px']} px (tolerance {par['tolerance']})")
+    if r.evaluation:
+        e = r.evaluation
+        print(f"val: mAP50 {e['map50']:.4f} mAP50-95 {e['map50_95']:.4f} escape {e['escape_rate']} "
+              f"overkill {e['overkill_rate']} at thresholds {e['thresholds']}")
+    if a.int8:
+        from ..quantize import quantize_bundle
+
+        q = quantize_bundle(r.bundle, a.calib or a.data, r.bundle.with_name(r.bundle.name + "-int8"),
+                            max_images=a.calib_images, data=a.data)
+        print(f"int8 bundle {q['bundle']}: {q['summary']}")
+    return 0

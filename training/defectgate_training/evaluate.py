@@ -1,0 +1,401 @@
+"""Evaluate a model the way the line will use it.
+
+Models: an ONNX bundle (folder or model.json) or a TensorRT/OpenVINO bundle runs through the
+runtime's own path (load_bundle -> load_backend -> Preprocessor -> decode), so what is measured is
+what runs on the line; a `.pt` runs its PyTorch network on the same letterbox and the same decode.
+
+Numbers:
+- box level: mAP50 and mAP50-95 (COCO-style 101-point interpolated AP, greedy matching by score),
+  per-class AP50, AP50-95 and precision/recall at the operating threshold.
+- part level: an image is a part, NG when it has any ground-truth box. A part is rejected when any
+  detection passes its class threshold. escape rate = NG parts not rejected / NG parts; overkill
+  rate = OK parts rejected / OK parts (null when the split has no OK parts).
+- calibration: per-class thresholds so that on this split at most `target_escape` of the NG parts
+  carrying that class would escape through that class's detections (the highest such threshold,
+  which keeps overkill as low as that escape target allows).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from defectgate.errors import BundleError, DatasetError
+from defectgate.types import Detections
+
+from .datayaml import label_path_for, load_data_yaml, read_labels, split_images
+
+log = logging.getLogger(__name__)
+
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+EVAL_CONF = 0.001  # keep low-score detections for the PR curve; operating thresholds apply later
+MIN_THRESHOLD, MAX_THRESHOLD = 0.01, 0.95
+
+
+@dataclass
+class ImageResult:
+    path: str
+    gt_xyxy: np.ndarray
+    gt_cls: np.ndarray
+    det: Detections
+
+
+# ---------------------------------------------------------------- predictors
+class BundlePredictor:
+    """Runs a bundle through the runtime's backend, preprocessing and decode."""
+
+    def __init__(self, path: str | Path, backend: str = "auto"):
+        from defectgate.backends import load_backend
+        from defectgate.bundle import load_bundle
+        from defectgate.preprocess import Preprocessor
+
+        self.bundle = load_bundle(path)
+        self.sidecar = self.bundle.sidecar
+        self.backend = load_backend(self.bundle, backend)
+        self.pre = Preprocessor(self.sidecar.input)
+        self.classes = list(self.sidecar.classes)
+        self.name = f"bundle {self.bundle.root} ({self.backend.name}, {self.sidecar.precision})"
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        from defectgate.postprocess import decode
+
+        batch, info = self.pre(image)
+        raw = self.backend.infer(batch)[0]
+        return decode(raw, self.sidecar.output, len(self.classes), info, EVAL_CONF, self.sidecar.iou_threshold,
+                      self.sidecar.output.max_det)
+
+    def thresholds(self) -> dict[str, float]:
+        return {c: self.sidecar.threshold_for(c) for c in self.classes}
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+class TorchPredictor:
+    """A `.pt` checkpoint on the same letterbox and decode as the runtime (parity with the bundle)."""
+
+    def __init__(self, weights: str | Path, imgsz: int | None = None, conf: float = 0.25, iou: float = 0.45):
+        from defectgate.bundle import InputSpec, OutputSpec
+        from defectgate.preprocess import Preprocessor
+
+        from .export import load_torch_model
+
+        _, self.model, self.classes, train_args, _ = load_torch_model(Path(weights))
+        size = int(imgsz or train_args.get("imgsz") or 640)
+        self.pre = Preprocessor(InputSpec(imgsz=(size, size)))
+        self.conf, self.iou = conf, iou
+        self.output: OutputSpec | None = None
+        self.name = f"pytorch {weights} ({size} px)"
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        from defectgate.bundle import OutputSpec
+        from defectgate.postprocess import decode
+
+        from .export import torch_forward
+
+        batch, info = self.pre(image)
+        raw = torch_forward(self.model, batch)
+        if self.output is None:
+            layout = "end2end" if raw.shape[-1] == 6 and raw.shape[1] != 4 + len(self.classes) else "yolo_raw"
+            self.output = OutputSpec(layout=layout, shape=list(raw.shape), max_det=300)
+        return decode(raw, self.output, len(self.classes), info, EVAL_CONF, self.iou, 300)
+
+    def thresholds(self) -> dict[str, float]:
+        return {c: self.conf for c in self.classes}
+
+    def close(self) -> None:
+        pass
+
+
+def open_predictor(model: str | Path, backend: str = "auto", imgsz: int | None = None):
+    p = Path(model)
+    if p.suffix == ".pt":
+        if not p.is_file():
+            raise BundleError(f"{p}: weights file not found")
+        return TorchPredictor(p, imgsz)
+    if p.is_dir() or p.name == "model.json":
+        return BundlePredictor(p, backend)
+    if p.suffix in (".onnx", ".engine", ".xml") and (p.parent / "model.json").is_file():
+        return BundlePredictor(p.parent, backend)
+    raise BundleError(f"{p}: not a .pt checkpoint or a bundle folder with model.json")
+
+
+# ---------------------------------------------------------------- running
+def collect(predictor, data: str | Path, split: str, limit: int | None = None) -> tuple[list[ImageResult], list[str]]:
+    import cv2
+
+    spec = load_data_yaml(data)
+    if spec.names != list(predictor.classes):
+        raise BundleError(f"model classes {list(predictor.classes)} differ from {spec.yaml_path} classes {spec.names}; "
+                          "evaluate a model on the dataset it was trained for")
+    results = []
+    images = split_images(spec, split)[:limit]
+    for k, path in enumerate(images):
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise DatasetError(f"{path}: image cannot be read (corrupt or not an image); fix or remove it")
+        h, w = img.shape[:2]
+        gt_xyxy, gt_cls = read_labels(label_path_for(path), w, h, len(spec.names))
+        results.append(ImageResult(str(path), gt_xyxy, gt_cls, predictor(img)))
+        if (k + 1) % 100 == 0:
+            log.info("evaluated %d/%d images", k + 1, len(images))
+    return results, spec.names
+
+
+# ---------------------------------------------------------------- box metrics
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float32)
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = ix * iy
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9)
+
+
+def match_image(r: ImageResult) -> np.ndarray:
+    """(N_det, 10) bool: detection i is a true positive at IoU threshold t (greedy, by score)."""
+    det = r.det
+    tp = np.zeros((len(det), len(IOU_THRESHOLDS)), bool)
+    if len(det) == 0 or len(r.gt_cls) == 0:
+        return tp
+    iou = box_iou(det.xyxy, r.gt_xyxy)
+    iou[det.class_id[:, None] != r.gt_cls[None, :]] = 0
+    order = np.argsort(-det.confidence, kind="stable")
+    for t, thr in enumerate(IOU_THRESHOLDS):
+        used = np.zeros(len(r.gt_cls), bool)
+        for i in order:
+            cand = np.where(~used & (iou[i] >= thr))[0]
+            if len(cand):
+                j = cand[iou[i, cand].argmax()]
+                used[j] = True
+                tp[i, t] = True
+    return tp
+
+
+def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
+    """101-point interpolated AP over the precision envelope (COCO, as ultralytics)."""
+    mrec = np.concatenate(([0.0], recall, [1.0]))
+    mpre = np.concatenate(([1.0], precision, [0.0]))
+    mpre = np.flip(np.maximum.accumulate(np.flip(mpre)))
+    x = np.linspace(0, 1, 101)
+    return float(np.trapezoid(np.interp(x, mrec, mpre), x)) if hasattr(np, "trapezoid") else float(np.trapz(np.interp(x, mrec, mpre), x))
+
+
+def box_metrics(results: list[ImageResult], names: list[str], thresholds: dict[str, float]) -> tuple[dict, dict]:
+    """Returns (summary, pr_curves) where pr_curves[class] = (recall, precision, scores) at IoU 0.5."""
+    tps, confs, clss = [], [], []
+    for r in results:
+        tps.append(match_image(r))
+        confs.append(r.det.confidence)
+        clss.append(r.det.class_id)
+    tp = np.concatenate(tps) if tps else np.zeros((0, 10), bool)
+    conf = np.concatenate(confs) if confs else np.zeros(0)
+    cls = np.concatenate(clss) if clss else np.zeros(0, np.int64)
+    gt_counts = np.bincount(np.concatenate([r.gt_cls for r in results] or [np.zeros(0, np.int64)]), minlength=len(names))
+    per_class, curves, ap50s, aps = {}, {}, [], []
+    for c, name in enumerate(names):
+        sel = cls == c
+        order = np.argsort(-conf[sel], kind="stable")
+        tpc = tp[sel][order]
+        scores = conf[sel][order]
+        n_gt = int(gt_counts[c])
+        thr = thresholds.get(name, 0.25)
+        if n_gt == 0:
+            per_class[name] = {"gt_boxes": 0, "ap50": None, "ap50_95": None, "precision": None, "recall": None,
+                               "threshold": thr}
+            continue
+        ctp = np.cumsum(tpc, 0)
+        cfp = np.cumsum(~tpc, 0)
+        recall = ctp / n_gt
+        precision = ctp / np.maximum(ctp + cfp, 1)
+        ap = [average_precision(recall[:, t], precision[:, t]) if len(tpc) else 0.0 for t in range(10)]
+        kept = scores >= thr
+        k = int(kept.sum())
+        p_op = float(ctp[k - 1, 0] / k) if k else 0.0
+        r_op = float(ctp[k - 1, 0] / n_gt) if k else 0.0
+        per_class[name] = {"gt_boxes": n_gt, "ap50": round(ap[0], 4), "ap50_95": round(float(np.mean(ap)), 4),
+                           "precision": round(p_op, 4), "recall": round(r_op, 4), "threshold": round(thr, 4)}
+        curves[name] = (recall[:, 0] if len(tpc) else np.zeros(0), precision[:, 0] if len(tpc) else np.zeros(0), scores)
+        ap50s.append(ap[0])
+        aps.append(float(np.mean(ap)))
+    summary = {"map50": round(float(np.mean(ap50s)), 4) if ap50s else 0.0,
+               "map50_95": round(float(np.mean(aps)), 4) if aps else 0.0}
+    return {**summary, "per_class": per_class}, curves
+
+
+# ---------------------------------------------------------------- part level
+def part_scores(results: list[ImageResult], nc: int) -> np.ndarray:
+    """(parts, nc): the highest detection score of each class in each part (0 when none)."""
+    out = np.zeros((len(results), nc), np.float32)
+    for i, r in enumerate(results):
+        if len(r.det):
+            np.maximum.at(out[i], r.det.class_id, r.det.confidence)
+    return out
+
+
+def part_rates(scores: np.ndarray, ng: np.ndarray, thresholds: np.ndarray) -> dict:
+    rejected = (scores >= thresholds[None, :]).any(1)
+    n_ng, n_ok = int(ng.sum()), int((~ng).sum())
+    escapes = int((ng & ~rejected).sum())
+    overkills = int((~ng & rejected).sum())
+    return {"parts": len(ng), "ng_parts": n_ng, "ok_parts": n_ok, "escapes": escapes, "overkills": overkills,
+            "escape_rate": round(escapes / n_ng, 4) if n_ng else None,
+            "overkill_rate": round(overkills / n_ok, 4) if n_ok else None}
+
+
+def calibrate(results: list[ImageResult], names: list[str], target_escape: float, default: float) -> dict[str, float]:
+    """Per class c: among NG parts whose ground truth holds class c, take the class-c detection score
+    of each (0 if none) and choose the highest threshold that lets at most `target_escape` of them
+    through (never above MAX_THRESHOLD, never below MIN_THRESHOLD). Classes absent from the split
+    keep `default`."""
+    nc = len(names)
+    scores = part_scores(results, nc)
+    out = {}
+    for c, name in enumerate(names):
+        holds = np.array([bool((r.gt_cls == c).any()) for r in results])
+        if not holds.any():
+            out[name] = round(default, 4)
+            continue
+        s = np.sort(scores[holds, c])
+        allowed = int(np.floor(target_escape * len(s)))  # parts that may fall below the threshold
+        t = s[allowed] if allowed < len(s) else s[-1]
+        out[name] = round(float(np.clip(t, MIN_THRESHOLD, MAX_THRESHOLD)), 4)
+    return out
+
+
+def threshold_sweep(scores: np.ndarray, ng: np.ndarray, steps: int = 99) -> dict[str, list[float]]:
+    ts = np.linspace(0.01, 0.99, steps)
+    esc, ovk = [], []
+    for t in ts:
+        r = part_rates(scores, ng, np.full(scores.shape[1], t))
+        esc.append(r["escape_rate"])
+        ovk.append(r["overkill_rate"])
+    return {"threshold": ts.round(3).tolist(), "escape_rate": esc, "overkill_rate": ovk}
+
+
+def confusion(results: list[ImageResult], nc: int, thresholds: np.ndarray, iou: float = 0.5) -> np.ndarray:
+    """(nc+1, nc+1) counts: rows predicted class (last = background/missed), columns true class
+    (last = background/false alarm), at the operating thresholds."""
+    m = np.zeros((nc + 1, nc + 1), np.int64)
+    for r in results:
+        det = r.det[r.det.confidence >= thresholds[r.det.class_id]] if len(r.det) else r.det
+        ious = box_iou(det.xyxy, r.gt_xyxy)
+        used_gt = np.zeros(len(r.gt_cls), bool)
+        used_det = np.zeros(len(det), bool)
+        for i in np.argsort(-det.confidence, kind="stable"):
+            if ious.shape[1] == 0:
+                break
+            cand = np.where(~used_gt & (ious[i] >= iou))[0]
+            if len(cand):
+                j = cand[ious[i, cand].argmax()]
+                used_gt[j] = used_det[i] = True
+                m[det.class_id[i], r.gt_cls[j]] += 1
+        for j in np.where(~used_gt)[0]:
+            m[nc, r.gt_cls[j]] += 1
+        for i in np.where(~used_det)[0]:
+            m[det.class_id[i], nc] += 1
+    return m
+
+
+# ---------------------------------------------------------------- top level
+def evaluate_model(model: str | Path, data: str | Path, split: str = "val", target_escape: float | None = 0.02,
+                   backend: str = "auto", plots_dir: str | Path | None = None, imgsz: int | None = None,
+                   limit: int | None = None) -> dict:
+    """Evaluate `model` on `data`'s `split`. With `target_escape`, per-class thresholds are calibrated
+    on this split and the part-level rates are reported at them; without, at the model's own
+    thresholds (a bundle's sidecar)."""
+    predictor = open_predictor(model, backend, imgsz)
+    try:
+        results, names = collect(predictor, data, split, limit)
+        own = predictor.thresholds()
+    finally:
+        predictor.close()
+    nc = len(names)
+    ng = np.array([len(r.gt_cls) > 0 for r in results])
+    scores = part_scores(results, nc)
+    default = float(np.median(list(own.values()))) if own else 0.25
+    thresholds = calibrate(results, names, target_escape, default) if target_escape is not None else own
+    t_vec = np.array([thresholds[n] for n in names], np.float32)
+    box, curves = box_metrics(results, names, thresholds)
+    at_own = part_rates(scores, ng, np.array([own[n] for n in names], np.float32))
+    at_op = part_rates(scores, ng, t_vec)
+    out = {
+        "model": str(model), "runs_on": predictor.name, "data": str(data), "split": split, "images": len(results),
+        "map50": box["map50"], "map50_95": box["map50_95"],
+        "escape_rate": at_op["escape_rate"], "overkill_rate": at_op["overkill_rate"],
+        "thresholds": thresholds, "target_escape_rate": target_escape,
+        "parts": at_op, "default_threshold": {"thresholds": own, **at_own},
+        "per_class": box["per_class"],
+    }
+    if plots_dir:
+        out["plots"] = write_plots(Path(plots_dir), names, curves, threshold_sweep(scores, ng),
+                                   confusion(results, nc, t_vec), thresholds, at_op)
+    return out
+
+
+def write_plots(out: Path, names: list[str], curves: dict, sweep: dict, cm: np.ndarray,
+                thresholds: dict[str, float], op: dict) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for name, (rec, prec, _) in curves.items():
+        if len(rec):
+            ax.plot(rec, np.flip(np.maximum.accumulate(np.flip(prec))), label=name)
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="PR curves at IoU 0.5")
+    ax.legend(fontsize=8)
+    files["pr_curves"] = _save(fig, out / "pr_curves.png")
+
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    labels = names + ["background"]
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set(xlabel="true", ylabel="predicted", title="confusion matrix (operating thresholds, IoU 0.5)")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            if cm[i, j]:
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+    files["confusion_matrix"] = _save(fig, out / "confusion_matrix.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(sweep["threshold"], sweep["escape_rate"], label="escape rate (NG parts passed)")
+    if any(v is not None for v in sweep["overkill_rate"]):
+        ax.plot(sweep["threshold"], [v if v is not None else np.nan for v in sweep["overkill_rate"]],
+                label="overkill rate (OK parts rejected)")
+    ax.set(xlabel="one confidence threshold for all classes", ylabel="rate", ylim=(0, 1.02),
+           title=f"part level; calibrated: escape {op['escape_rate']}, overkill {op['overkill_rate']}")
+    ax.legend(fontsize=8)
+    files["escape_overkill"] = _save(fig, out / "escape_overkill_vs_threshold.png")
+    return files
+
+
+def _save(fig, path: Path) -> str:
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    tmp.replace(path)
+    return str(path)
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,86 @@
+"""Mix OK parts into a dataset whose images are all defective (NEU-DET), for part-level escape and
+overkill numbers.
+
+How: for each image of the split, the largest square window (side 64..128 px, stride 8) that keeps
+a margin from every labelled box is cut out and saved as an OK part with an empty label file. The
+originals stay as NG parts (symlinked). Limits, said plainly: the crops are smaller than the parts
+(the model sees them upscaled), and NEU labels are not exhaustive, so a crop may hold an unlabelled
+defect: the overkill rate measured this way is pessimistic.
+
+    python -m defectgate_training.okparts --data neu-det/data.yaml --split val --out runs/neu-val-ok
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from .datayaml import label_path_for, load_data_yaml, read_labels, split_images
+
+
+def ok_window(hw: tuple[int, int], boxes: np.ndarray, sides=(128, 112, 96, 80, 64), margin: int = 6,
+              stride: int = 8) -> tuple[int, int, int] | None:
+    """(x, y, side) of the largest defect-free square window, or None."""
+    h, w = hw
+    grown = boxes + np.array([-margin, -margin, margin, margin], np.float32) if len(boxes) else boxes
+    for side in sides:
+        if side > min(h, w):
+            continue
+        for y in range(0, h - side + 1, stride):
+            for x in range(0, w - side + 1, stride):
+                if not len(grown):
+                    return x, y, side
+                hit = (grown[:, 0] < x + side) & (grown[:, 2] > x) & (grown[:, 1] < y + side) & (grown[:, 3] > y)
+                if not hit.any():
+                    return x, y, side
+    return None
+
+
+def build(data: str, split: str, out: str | Path) -> dict:
+    spec = load_data_yaml(data)
+    out = Path(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent if out.parent.exists() else None))
+    (tmp / "images" / split).mkdir(parents=True)
+    (tmp / "labels" / split).mkdir(parents=True)
+    n_ng = n_ok = 0
+    for img_path in split_images(spec, split):
+        img = cv2.imread(str(img_path), cv2.IMREAD_COLOR)
+        h, w = img.shape[:2]
+        boxes, _ = read_labels(label_path_for(img_path), w, h, len(spec.names))
+        os.symlink(img_path.resolve(), tmp / "images" / split / img_path.name)
+        shutil.copyfile(label_path_for(img_path), tmp / "labels" / split / f"{img_path.stem}.txt")
+        n_ng += 1
+        win = ok_window((h, w), boxes)
+        if win:
+            x, y, s = win
+            name = f"ok_{img_path.stem}.png"
+            cv2.imwrite(str(tmp / "images" / split / name), img[y:y + s, x:x + s])
+            (tmp / "labels" / split / f"ok_{img_path.stem}.txt").write_text("")
+            n_ok += 1
+    (tmp / "data.yaml").write_text(yaml.safe_dump({"path": str(out.resolve()), split: f"images/{split}",
+                                                   "names": {i: n for i, n in enumerate(spec.names)}}, sort_keys=False))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return {"ng_parts": n_ng, "ok_parts": n_ok, "data": str(out / "data.yaml")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="val")
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    print(build(a.data, a.split, a.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
