@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLASS_NAMES, make_archive, make_bundle
+from qa_fixtures import CLASS_NAMES, make_archive, make_bundle
 
 pytestmark = pytest.mark.browser
 

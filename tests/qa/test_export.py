@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CLASS_NAMES, CONST_CLASS
+from qa_fixtures import CLASS_NAMES, CONST_CLASS
 from defectgate_training.qa.archive_reader import Filters
 from defectgate_training.qa.decisions import Decision
 from defectgate_training.qa.errors import QAError

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from conftest import CLASS_NAMES
+from qa_fixtures import CLASS_NAMES
 from defectgate.cli import main as cli_main
 from defectgate_training.qa.archive_reader import ArchiveReader, Filters
 from defectgate_training.qa.decisions import Decision
@@ -113,7 +113,7 @@ def test_decisions_that_contradict_the_line_or_lack_boxes_are_refused(archive_di
 
 
 def test_bundle_with_other_classes_is_refused(archive_dir, tmp_path):
-    from conftest import make_bundle
+    from qa_fixtures import make_bundle
     from defectgate.bundle import read_sidecar, write_sidecar
 
     b = make_bundle(tmp_path / "b")

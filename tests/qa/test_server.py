@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_archive, make_bundle
+from qa_fixtures import make_archive, make_bundle
 
 pytest.importorskip("gradio", reason="the QA app needs the [qa] extra")
 
