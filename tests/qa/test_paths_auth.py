@@ -45,11 +45,12 @@ def test_users_from_file_env_and_hash(tmp_path):
     assert load_users(None, environ={}) is None  # no defaults in code
 
 
-@pytest.mark.parametrize("text,match", [("alice", "expected 'user:password'"), ("a:1\na:2", "listed twice"),
-                                         (":pw", "expected")])
-def test_malformed_users_name_the_line(text, match):
-    with pytest.raises(AuthError, match=match):
+@pytest.mark.parametrize("text,match", [("alice=pw", "line 1: .*the ':' is missing"), ("a:1\na:2", "listed twice"),
+                                         ("# c\n:pw", "line 2: .*user name is missing")])
+def test_malformed_users_name_the_line_but_not_the_password(text, match):
+    with pytest.raises(AuthError, match=match) as err:
         parse_users(text, "users.txt")
+    assert "pw" not in str(err.value)
 
 
 def test_missing_auth_file_is_an_error(tmp_path):

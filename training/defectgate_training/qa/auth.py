@@ -55,7 +55,9 @@ def parse_users(text: str, source: str, separator: str = "\n") -> dict[str, str]
         user = user.strip()
         where = f"{source} line {n}" if separator == "\n" else f"{source} entry {n}"
         if not sep or not user or not password:
-            raise AuthError(f"{where}: expected 'user:password', got {line[:40]!r}")
+            # the line itself is not echoed: it may hold a password
+            missing = "the ':'" if not sep else "the user name" if not user else "the password"
+            raise AuthError(f"{where}: expected 'user:password' but {missing} is missing")
         if password.startswith(_PBKDF2 + "$") and len(password.split("$")) != 4:
             raise AuthError(f"{where}: malformed {_PBKDF2} hash for user {user!r}")
         if user in users:
