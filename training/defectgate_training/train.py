@@ -125,7 +125,9 @@ def _epoch_logger(jsonl: Path, t0: float):
     return on_fit_epoch_end
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+def train(cfg: TrainConfig, resume: bool = False, extra_transforms: list | None = None) -> TrainResult:
+    """Train per `cfg`. `extra_transforms` (albumentations objects) are appended to the configured
+    pipeline; tests use it to observe what the pipeline receives inside ultralytics."""
     run_dir = Path(cfg.out).resolve()
     last = run_dir / "weights" / "last.pt"
     spec = load_data_yaml(cfg.data)
@@ -157,7 +159,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         }
         if device != "cpu":
             args["amp"] = "bf16"  # fp16 AMP would download yolo26n.pt for its self-check; bf16 skips it
-        transforms = aug.build_transforms(augment_cfg)
+        transforms = (aug.build_transforms(augment_cfg) or []) + list(extra_transforms or [])
         if transforms:
             args["augmentations"] = transforms
         args.update(cfg.hyp)
