@@ -1,0 +1,358 @@
+"""OpenVINO exports of an ONNX bundle: an FP32 IR, and an INT8 IR by NNCF post-training quantization.
+
+Calibration runs every image through the bundle's own `Preprocessor`, so the quantizer sees exactly
+the tensors the station will feed. When a validation set and metric are given and plain quantization
+loses more than `max_drop`, NNCF's accuracy-aware mode (`quantize_with_accuracy_control`) keeps the
+most sensitive layers in floating point until the drop is within the tolerance.
+
+Each export is a bundle folder of its own (`engine: openvino`, `model.xml` + `model.bin`, sidecar).
+The IR records the source ONNX sha256 in its rt_info; the runtime refuses an IR whose record does
+not match the sidecar (defectgate.backends.openvino).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import cv2
+import numpy as np
+
+from defectgate.backends.openvino import RT_INFO_SOURCE_SHA
+from defectgate.bundle import Bundle, Sidecar, load_bundle, sha256_file, write_sidecar
+from defectgate.errors import BundleError, DatasetError, require
+from defectgate.postprocess import decode
+from defectgate.preprocess import Preprocessor
+from defectgate.types import Detections
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+MIN_SIDE = 16  # smaller than this is a thumbnail or a broken file, not a camera frame
+
+# metric(predict, images) -> float, higher is better; predict(image_bgr) -> Detections in image pixels.
+Predict = Callable[[np.ndarray], Detections]
+Metric = Callable[[Predict, Sequence[Path]], float]
+
+
+# -- calibration images --------------------------------------------------------------------------------
+def calibration_images(folder: str | Path, allow_mixed_sizes: bool = False, limit: int = 0) -> list[Path]:
+    """The images of `folder` (recursively), checked: 8-bit, 3-channel colour, one frame size (the
+    station's camera gives one size; a folder that mixes sizes is usually the wrong folder)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: calibration folder not found; pass --calib with a folder of station images")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise DatasetError(
+            f"{folder}: no calibration images ({', '.join(IMAGE_SUFFIXES)}); INT8 needs a few hundred images "
+            "like the station's frames, e.g. the dataset's train/images folder"
+        )
+    if limit:
+        paths = paths[:limit]
+    sizes: dict[tuple[int, int], list[Path]] = {}
+    for p in paths:
+        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise DatasetError(f"{p}: not a readable image; remove it from the calibration folder")
+        channels = 1 if img.ndim == 2 else img.shape[2]
+        if channels != 3:
+            raise DatasetError(
+                f"{p}: has {channels} channel(s), the station feeds 3-channel colour (BGR) frames; "
+                "convert the calibration images to 3-channel colour (e.g. cv2.cvtColor) or remove them"
+            )
+        if img.dtype != np.uint8:
+            raise DatasetError(f"{p}: is {img.dtype}, calibration images must be 8-bit like the camera frames")
+        h, w = img.shape[:2]
+        if min(h, w) < MIN_SIDE:
+            raise DatasetError(f"{p}: is {w}x{h} pixels, too small to be a camera frame (under {MIN_SIDE} px)")
+        sizes.setdefault((h, w), []).append(p)
+    if len(sizes) > 1 and not allow_mixed_sizes:
+        (mh, mw), common = max(sizes.items(), key=lambda kv: len(kv[1]))
+        odd = [(p, hw) for hw, ps in sizes.items() if hw != (mh, mw) for p in ps]
+        first, (oh, ow) = odd[0]
+        raise DatasetError(
+            f"{first}: is {ow}x{oh} pixels, {len(common)} other calibration images are {mw}x{mh} "
+            f"({len(odd)} image(s) differ); calibrate on frames of one camera size, or remove the odd ones"
+        )
+    return paths
+
+
+def calibration_fingerprint(paths: Sequence[Path], root: str | Path) -> str:
+    """sha256 over (relative name, content sha256) of every image: names the exact calibration set."""
+    h = hashlib.sha256()
+    root = Path(root)
+    for p in sorted(paths):
+        h.update(str(p.relative_to(root) if p.is_relative_to(root) else p.name).encode())
+        h.update(sha256_file(p).encode())
+    return h.hexdigest()
+
+
+def bundle_transform(bundle: Bundle) -> Callable[[Path], np.ndarray]:
+    """Path -> the exact NCHW tensor the station would feed (a copy: the preprocessor reuses its buffer)."""
+    pre = Preprocessor(bundle.sidecar.input)
+
+    def transform(path: Path) -> np.ndarray:
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise DatasetError(f"{path}: not a readable image")
+        return pre(img)[0].copy()
+
+    return transform
+
+
+# -- a default validation metric ---------------------------------------------------------------------
+def yolo_map50(predict: Predict, images: Sequence[Path], iou: float = 0.5) -> float:
+    """mAP at IoU 0.5 over images with YOLO labels (`.../images/x.png` -> `.../labels/x.txt`), all-point
+    interpolated AP per class, averaged over the classes that have ground truth."""
+    gts: dict[int, int] = {}
+    records: dict[int, list[tuple[float, bool]]] = {}
+    for path in images:
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise DatasetError(f"{path}: not a readable image")
+        h, w = img.shape[:2]
+        truth = _yolo_labels(path, w, h)
+        for c in truth[1]:
+            gts[int(c)] = gts.get(int(c), 0) + 1
+        det = predict(img)
+        order = np.argsort(-det.confidence)
+        used = np.zeros(len(truth[1]), bool)
+        for i in order:
+            c = int(det.class_id[i])
+            same = np.flatnonzero((truth[1] == c) & ~used)
+            hit = False
+            if same.size:
+                ious = _iou(det.xyxy[i], truth[0][same])
+                j = int(ious.argmax())
+                if ious[j] >= iou:
+                    used[same[j]] = hit = True
+            records.setdefault(c, []).append((float(det.confidence[i]), hit))
+    if not gts:
+        raise DatasetError("validation images have no labels; the metric needs YOLO label files next to images/")
+    aps = []
+    for c, n in gts.items():
+        recs = sorted(records.get(c, []), key=lambda r: -r[0])
+        tp = np.cumsum([r[1] for r in recs]) if recs else np.zeros(0)
+        fp = np.cumsum([not r[1] for r in recs]) if recs else np.zeros(0)
+        recall = np.concatenate([[0.0], tp / n, [1.0]]) if recs else np.array([0.0, 1.0])
+        precision = np.concatenate([[1.0], tp / np.maximum(tp + fp, 1e-9), [0.0]]) if recs else np.array([1.0, 0.0])
+        precision = np.flip(np.maximum.accumulate(np.flip(precision)))
+        aps.append(float(np.sum((recall[1:] - recall[:-1]) * precision[1:])))
+    return float(np.mean(aps))
+
+
+def _yolo_labels(image: Path, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+    parts = list(image.parts)
+    idx = len(parts) - 1 - parts[::-1].index("images") if "images" in parts else None
+    label = Path(*parts[:idx], "labels", *parts[idx + 1:]).with_suffix(".txt") if idx is not None else image.with_suffix(".txt")
+    if not label.is_file():
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+    rows = np.loadtxt(label, ndmin=2, dtype=np.float32)
+    if rows.size == 0:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+    cx, cy, bw, bh = rows[:, 1] * w, rows[:, 2] * h, rows[:, 3] * w, rows[:, 4] * h
+    return np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1), rows[:, 0].astype(np.int64)
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    iw = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    ih = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = iw * ih
+    area = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area - inter, 1e-9)
+
+
+# -- exports -----------------------------------------------------------------------------------------------
+@dataclass
+class Int8Result:
+    bundle_dir: Path
+    mode: str  # "ptq" or "accuracy_control"
+    fingerprint: str
+    calibration_images: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def export_openvino_ir(bundle_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """FP32 OpenVINO IR of an ONNX bundle. `out_dir` None: write `model.xml`/`.bin` next to the ONNX
+    (the backend then loads the IR instead of converting the ONNX at start-up); else a separate
+    `engine: openvino` bundle folder. Returns the folder written."""
+    ov = require("openvino", "openvino", "OpenVINO export")
+    bundle = _onnx_bundle(bundle_dir)
+    model = ov.Core().read_model(str(bundle.model_path))
+    model.set_rt_info(bundle.sidecar.sha256, RT_INFO_SOURCE_SHA)
+    if out_dir is None:
+        with tempfile.TemporaryDirectory(dir=bundle.root, prefix=".ir-") as tmp:
+            ov.save_model(model, str(Path(tmp) / "model.xml"), compress_to_fp16=False)
+            os.replace(Path(tmp) / "model.bin", bundle.root / "model.bin")  # weights first, xml names them
+            os.replace(Path(tmp) / "model.xml", bundle.root / "model.xml")
+        log.info("wrote OpenVINO IR next to %s", bundle.model_path)
+        return bundle.root
+    return _write_ir_bundle(ov, model, bundle, Path(out_dir), precision="fp32", engine_info={}, metrics=dict(bundle.sidecar.metrics))
+
+
+def export_openvino_int8(bundle_dir: str | Path, calib_dir: str | Path, out_dir: str | Path, *,
+                         val_images: Sequence[Path] | str | Path | None = None, metric: Metric | None = None,
+                         metric_name: str = "map50", max_drop: float = 0.01, subset_size: int = 300,
+                         allow_mixed_sizes: bool = False, keep_head_float: bool = True,
+                         conf_threshold: float = 0.001, max_iterations: int = 20) -> Int8Result:
+    """INT8 OpenVINO bundle by NNCF post-training quantization on `calib_dir` images.
+
+    With `val_images` (a folder of YOLO-labelled images or a list of paths) the FP32 and INT8 models
+    are scored with `metric` (default: `yolo_map50`); if INT8 loses more than `max_drop` (absolute),
+    NNCF's accuracy-aware quantization is run with the same metric, reverting at most `max_iterations`
+    layer groups to floating point (each costs a recompile and a validation pass). Both scores go to
+    the sidecar, with `within_tolerance` saying whether the tolerance was reached.
+    """
+    ov = require("openvino", "openvino", "INT8 export")
+    nncf = require("nncf", "openvino", "INT8 export")
+    nncf.set_log_level(logging.WARNING)  # its INFO lists every op it skips: hundreds of lines per export
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+    bundle = _onnx_bundle(bundle_dir)
+    calib = calibration_images(calib_dir, allow_mixed_sizes=allow_mixed_sizes)
+    fingerprint = calibration_fingerprint(calib, calib_dir)
+    transform = bundle_transform(bundle)
+    core = ov.Core()
+    model = core.read_model(str(bundle.model_path))
+    model.set_rt_info(bundle.sidecar.sha256, RT_INFO_SOURCE_SHA)
+    ignored = _head_scope(nncf, model) if keep_head_float else None
+    subset = min(subset_size, len(calib))
+    common = dict(preset=nncf.QuantizationPreset.MIXED, subset_size=subset, ignored_scope=ignored)
+    calibration = nncf.Dataset(calib, transform)
+    log.info("NNCF: quantizing %s on %d calibration images (fingerprint %s)", bundle.model_path, subset, fingerprint[:12])
+    quantized = nncf.quantize(model, calibration, **common)
+    mode, metrics = "ptq", {}
+
+    if val_images is not None:
+        vals = _val_list(val_images)
+        metric = metric or yolo_map50
+        score = _scorer(core, bundle, metric, conf_threshold)
+        fp32 = score(model, vals)
+        int8 = score(quantized, vals)
+        log.info("%s: fp32 %.4f, int8 (PTQ) %.4f", metric_name, fp32, int8)
+        ptq = int8
+        if fp32 - int8 > max_drop:
+            log.info("INT8 loses %.4f > %.4f: NNCF accuracy-aware quantization", fp32 - int8, max_drop)
+            validation = nncf.Dataset(vals)  # items stay paths; the metric reads images and labels itself
+
+            def validation_fn(compiled: Any, items: Any) -> float:
+                return float(metric(_predictor(compiled, bundle, conf_threshold), list(items)))
+
+            quantized = nncf.quantize_with_accuracy_control(
+                model, calibration, validation, validation_fn=validation_fn, max_drop=max_drop,
+                drop_type=nncf.DropType.ABSOLUTE, **common,
+                advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+                    max_num_iterations=max_iterations, ranking_subset_size=min(len(vals), 300)),
+            )
+            mode = "accuracy_control"
+            int8 = score(quantized, vals)
+            log.info("%s: int8 after accuracy control %.4f", metric_name, int8)
+        drop = fp32 - int8
+        metrics = {metric_name: round(int8, 5), f"{metric_name}_fp32": round(fp32, 5), f"{metric_name}_drop": round(drop, 5),
+                   f"{metric_name}_ptq": round(ptq, 5), "validation_images": len(vals),
+                   "within_tolerance": bool(drop <= max_drop), "max_drop": max_drop}
+        if drop > max_drop:
+            log.warning("INT8 %s drop %.4f is above the tolerance %.4f even after accuracy control", metric_name, drop, max_drop)
+    engine_info = {
+        "nncf_version": nncf.__version__,
+        "quantization": {"mode": mode, "preset": "mixed", "subset_size": subset,
+                         "ignored_ops": len(ignored.names) if ignored is not None else 0},
+        "calibration": {"fingerprint": fingerprint, "images": len(calib), "folder": Path(calib_dir).name},
+        "source_metrics": dict(bundle.sidecar.metrics),
+    }
+    out = _write_ir_bundle(ov, quantized, bundle, Path(out_dir), precision="int8", engine_info=engine_info, metrics=metrics)
+    return Int8Result(out, mode, fingerprint, len(calib), metrics)
+
+
+# -- helpers -------------------------------------------------------------------------------------------------
+def _onnx_bundle(bundle_dir: str | Path) -> Bundle:
+    bundle = load_bundle(bundle_dir)
+    if bundle.sidecar.engine != "onnx":
+        raise BundleError(
+            f"{bundle.root}: OpenVINO export starts from an ONNX bundle, this one is '{bundle.sidecar.engine}'; "
+            "pass the FP32 ONNX bundle that 'defectgate export' wrote"
+        )
+    return bundle
+
+
+def _head_scope(nncf: Any, model: Any) -> Any:
+    """Keep the detect head (box regression, DFL, class sigmoid) in floating point, as ultralytics'
+    own INT8 OpenVINO export does: INT8 boxes and scores there cost mAP for little speed. The head is the
+    highest-numbered `/model.N/` scope of an ultralytics ONNX export."""
+    ops = model.get_ordered_ops()
+    indices = [int(m.group(1)) for op in ops if (m := re.search(r"/model\.(\d+)/", op.get_friendly_name()))]
+    if not indices:
+        return None
+    head = f"/model.{max(indices)}/"
+    names = [op.get_friendly_name() for op in ops if head in op.get_friendly_name() or op.get_type_name() == "Sigmoid"]
+    return nncf.IgnoredScope(names=names, validate=False)
+
+
+def _val_list(val_images: Sequence[Path] | str | Path) -> list[Path]:
+    if isinstance(val_images, (str, Path)):
+        folder = Path(val_images)
+        if not folder.is_dir():
+            raise DatasetError(f"{folder}: validation folder not found")
+        paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    else:
+        paths = [Path(p) for p in val_images]
+    if not paths:
+        raise DatasetError(f"{val_images}: no validation images; INT8 accuracy is measured on labelled images")
+    return paths
+
+
+def _predictor(compiled: Any, bundle: Bundle, conf_threshold: float) -> Predict:
+    pre = Preprocessor(bundle.sidecar.input)
+    sc = bundle.sidecar
+
+    def predict(image: np.ndarray) -> Detections:
+        x, info = pre(image)
+        raw = compiled({0: x})[0]
+        return decode(raw, sc.output, len(sc.classes), info, conf_threshold, sc.iou_threshold, sc.output.max_det)
+
+    return predict
+
+
+def _scorer(core: Any, bundle: Bundle, metric: Metric, conf_threshold: float) -> Callable[[Any, list[Path]], float]:
+    def score(model: Any, images: list[Path]) -> float:
+        # f32 for the non-INT8 ops: what the runtime backend uses by default (no silent bf16)
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return float(metric(_predictor(compiled, bundle, conf_threshold), images))
+
+    return score
+
+
+def _write_ir_bundle(ov: Any, model: Any, bundle: Bundle, out: Path, precision: str,
+                     engine_info: dict[str, Any], metrics: dict[str, Any]) -> Path:
+    """Write IR + sidecar into a temp folder beside `out`, then swap it in: never half a bundle."""
+    out = out.resolve()
+    if out == bundle.root.resolve():
+        raise BundleError(f"{out}: write the OpenVINO bundle to its own folder, not over the source bundle")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        xml = tmp / "model.xml"
+        ov.save_model(model, str(xml), compress_to_fp16=False)
+        src: Sidecar = bundle.sidecar
+        info = {"openvino_version": ov.__version__, "weights_sha256": sha256_file(tmp / "model.bin"), **engine_info}
+        sidecar = src.model_copy(update={
+            "model_file": "model.xml", "sha256": sha256_file(xml), "engine": "openvino", "precision": precision,
+            "engine_info": info, "source_onnx_sha256": src.sha256, "metrics": metrics,
+            "versions": {**src.versions, "openvino": ov.__version__},
+        })
+        write_sidecar(tmp, sidecar)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote %s OpenVINO bundle %s", precision.upper(), out)
+    return out
