@@ -72,3 +72,8 @@ def test_cli_refuses_open_bind_without_credentials(archive_dir, monkeypatch, cap
     rc = cli_main(["qa", "--archive", str(archive_dir), "--host", "0.0.0.0"])
     err = capsys.readouterr().err
     assert rc == 2 and "login is required" in err and "Traceback" not in err
+
+
+def test_tls_files_must_come_in_pairs(archive_dir, capsys):
+    rc = cli_main(["qa", "--archive", str(archive_dir), "--ssl-certfile", "cert.pem", "--check"])
+    assert rc == 2 and "go together" in capsys.readouterr().err

@@ -40,6 +40,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; others need a login)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--auth-file", default=None, help=f"'user:password' lines (else env {ENV_USERS})")
+    p.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate (logins on a network)")
+    p.add_argument("--ssl-keyfile", default=None, help="the certificate's private key")
     p.add_argument("--reviewer", default=None, help="reviewer name without a login (default: the OS user)")
     p.add_argument("--shift-starts", default="6,14,22", help="shift start hours, e.g. 6,14,22")
     p.add_argument("--timezone", default="UTC", help="time zone of the shifts (IANA name, e.g. Europe/Berlin)")
@@ -72,7 +74,7 @@ def config_from_args(args: argparse.Namespace) -> QAConfig:
 
 
 def launch(svc: QAService, host: str = "127.0.0.1", port: int = 7860, users: Users | None = None,
-           reviewer: str = "", block: bool = True):
+           reviewer: str = "", block: bool = True, ssl: tuple[str, str] | None = None):
     """Start the server; returns (blocks, url). Refuses a non-loopback host without users."""
     check_bind(host, users)
     from .ui import KEYS_JS, build_ui  # gradio is imported only when a server is really started
@@ -84,7 +86,11 @@ def launch(svc: QAService, host: str = "127.0.0.1", port: int = 7860, users: Use
         auth=users.check if users else None,
         auth_message="defectgate QA: log in with your reviewer account" if users else None,
         ssr_mode=False, pwa=False, mcp_server=False, enable_monitoring=False, show_error=False,
-        footer_links=["settings"], head=KEYS_JS, max_file_size="20mb")
+        footer_links=["settings"], head=KEYS_JS, max_file_size="20mb",
+        ssl_certfile=ssl[0] if ssl else None, ssl_keyfile=ssl[1] if ssl else None,
+        # ssl_verify only governs gradio's start-up request to this very server; plant certificates
+        # are often self-signed, and that request must not refuse them
+        ssl_verify=False)
     log.info("QA app on %s (archive %s, login %s)", url, svc.archive.root, users.source if users else "off: loopback only")
     if block:
         try:
@@ -102,6 +108,11 @@ def main(argv: list[str]) -> int:
             raise QAError("--hash-password: no password on stdin")
         print(hash_password(password))
         return 0
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        raise QAError("--ssl-certfile and --ssl-keyfile go together; pass both or neither")
+    for f in (args.ssl_certfile, args.ssl_keyfile):
+        if f and not Path(f).is_file():
+            raise QAError(f"{f}: TLS file not found")
     users = load_users(args.auth_file)
     check_bind(args.host, users)  # before anything slow: a refused start should be instant
     svc = QAService(config_from_args(args))
@@ -112,9 +123,11 @@ def main(argv: list[str]) -> int:
               f"{len(svc.store.latest())} decisions; classes {svc.classes}; exports -> {svc.exports}"
               + (f"\n{empty}" if empty else ""))
         return 0
-    print(f"defectgate qa: serving http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
+    scheme = "https" if args.ssl_certfile else "http"
+    print(f"defectgate qa: serving {scheme}://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)  # systemd/docker stop: close the server cleanly
-    launch(svc, args.host, args.port, users, reviewer, block=True)
+    ssl = (args.ssl_certfile, args.ssl_keyfile) if args.ssl_certfile else None
+    launch(svc, args.host, args.port, users, reviewer, block=True, ssl=ssl)
     svc.store.close()
     print("defectgate qa: stopped", flush=True)
     return 0

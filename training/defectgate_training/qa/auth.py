@@ -12,11 +12,14 @@ import hashlib
 import hmac
 import ipaddress
 import os
+import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import AuthError
+
+log = logging.getLogger(__name__)
 
 ENV_USERS = "DEFECTGATE_QA_USERS"
 _PBKDF2 = "pbkdf2_sha256"
@@ -73,6 +76,8 @@ def load_users(auth_file: str | Path | None, environ: dict[str, str] | None = No
         path = Path(auth_file)
         if not path.is_file():
             raise AuthError(f"--auth-file {path}: file not found; create it with one 'user:password' per line")
+        if path.stat().st_mode & 0o077:
+            log.warning("%s is readable by other users; chmod 600 it (or store pbkdf2 hashes)", path)
         users = parse_users(path.read_text(), str(path))
         if not users:
             raise AuthError(f"--auth-file {path}: no users in it; add 'user:password' lines")
