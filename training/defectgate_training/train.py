@@ -97,7 +97,7 @@ def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None 
         raise ConfigError(f"{where}: hyp.{sorted(bad)[0]} is a top-level setting; set it outside 'hyp'")
     if not cfg.data:
         raise ConfigError(f"{where}: key 'data' is missing; pass --data path/to/data.yaml")
-    aug.load_augment_config(cfg.augment)  # fail early on a bad augment section
+    aug.load_augment_config(cfg.augment, where=f"{where}: augment")  # fail early on a bad augment section
     return cfg
 
 
@@ -125,9 +125,11 @@ def _epoch_logger(jsonl: Path, t0: float):
     return on_fit_epoch_end
 
 
-def train(cfg: TrainConfig, resume: bool = False, extra_transforms: list | None = None) -> TrainResult:
+def train(cfg: TrainConfig, resume: bool = False, extra_transforms: list | None = None,
+          callbacks: dict | None = None) -> TrainResult:
     """Train per `cfg`. `extra_transforms` (albumentations objects) are appended to the configured
-    pipeline; tests use it to observe what the pipeline receives inside ultralytics."""
+    pipeline; tests use it to observe what the pipeline receives inside ultralytics. `callbacks`
+    are extra ultralytics callbacks by event name."""
     run_dir = Path(cfg.out).resolve()
     last = run_dir / "weights" / "last.pt"
     spec = load_data_yaml(cfg.data)
@@ -148,6 +150,8 @@ def train(cfg: TrainConfig, resume: bool = False, extra_transforms: list | None 
         log.info("resuming %s", last)
         model = U.YOLO(str(last))
         model.add_callback("on_fit_epoch_end", _epoch_logger(jsonl, t0))
+        for event, fn in (callbacks or {}).items():
+            model.add_callback(event, fn)
         model.train(resume=True, workers=cfg.workers, device=device)
     else:
         if jsonl.exists():
@@ -167,6 +171,8 @@ def train(cfg: TrainConfig, resume: bool = False, extra_transforms: list | None 
                  cfg.epochs, cfg.imgsz, device, aug.describe(augment_cfg))
         model = U.YOLO(cfg.model)
         model.add_callback("on_fit_epoch_end", _epoch_logger(jsonl, t0))
+        for event, fn in (callbacks or {}).items():
+            model.add_callback(event, fn)
         model.train(**args)
 
     trainer = model.trainer
