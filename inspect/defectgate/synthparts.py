@@ -12,8 +12,13 @@ A frame is built in three layers:
 
 Nuisances (bolt holes, machining marks, dust, highlights, seams) are deliberately NOT labelled: a
 model must learn to ignore them. Defects are sized so they survive a 320 -> 192 px downscale
-(scratches and cracks >= 2 px wide, boxes mostly 12-60 px) and every box is the tight bound of
-the pixels the defect visibly changed. Everything is deterministic per seed.
+(scratches and cracks 3-4 px wide at 320, boxes mostly 15-65 px) and every box is the tight bound
+of the pixels the defect visibly changed. Everything is deterministic per seed.
+
+Calibration (synthparts-2): YOLO11n from scratch, 600 images, imgsz 192, 12 epochs on a 2-core
+CPU with mosaic=0 scale=0.2 warmup_epochs=1 reached val mAP50 0.17 and caught 42/51 NG parts at
+confidence 0.05 with 2/69 OK parts rejected; the thinner, fainter defects of synthparts-1 gave
+mAP50 0.10 and 36/51. Fewer/weaker defects than this and the 3-minute demo model misses most.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import cv2
 import numpy as np
 
 CLASSES: tuple[str, ...] = ("scratch", "dent", "crack", "stain")
-GENERATOR_VERSION = "synthparts-1"
+GENERATOR_VERSION = "synthparts-2"
 
 # A defect must change a pixel by at least this much (grey levels, after clipping to the part)
 # for the pixel to count towards its box: boxes bound what is visible, not what was drawn.
@@ -267,18 +272,18 @@ def _scratch(rng, n, p, ref, base_mean, light):
     t = np.linspace(-0.5, 0.5, 24, dtype=np.float32)[:, None]
     bend = rng.uniform(-0.12, 0.12) * length
     pts = p + d * (t * length) + normal * (bend * (1 - 4 * t * t))
-    thick = max(2, int(round(rng.choice([2, 2, 3]) * ref)))
+    thick = max(2, int(round(rng.choice([3, 3, 4]) * ref)))
     cov = _polyline_mask(n, [(pts, thick)])
     # a scratch is a bright groove on dark steel or a dark one on bright steel
     sign = 1.0 if base_mean < 150 else -1.0
     if rng.random() < 0.25:
         sign = -sign
-    delta = sign * rng.uniform(50, 80)
+    delta = sign * rng.uniform(65, 95)
     return cov[..., None] * np.array([delta, delta, delta], np.float32)
 
 
 def _dent(rng, n, p, ref, base_mean, light):
-    a = rng.uniform(7, 14) * ref
+    a = rng.uniform(9, 16) * ref
     b = a * rng.uniform(0.6, 1.0)
     phi = rng.uniform(0, np.pi)
     yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
@@ -291,7 +296,7 @@ def _dent(rng, n, p, ref, base_mean, light):
     # a concave cup: the wall facing away from the light is lit, the near wall in shadow
     lu = light[0] * c + light[1] * s
     lv = -light[0] * s + light[1] * c
-    shade = np.where(inside, (u * lu + v * lv) * rng.uniform(45, 70) - rng.uniform(12, 25), 0.0)
+    shade = np.where(inside, (u * lu + v * lv) * rng.uniform(60, 85) - rng.uniform(15, 30), 0.0)
     rim = np.exp(-((r - 1.05) / 0.14) ** 2) * rng.uniform(30, 50)
     rim *= 0.5 + 0.5 * np.clip(-(u * lu + v * lv) / (r + 1e-6), 0, 1)  # rim catches the light on one side
     delta = (shade + rim).astype(np.float32)
@@ -309,13 +314,13 @@ def _crack(rng, n, p, ref, base_mean, light):
     heading = rng.uniform(0, 2 * np.pi)
     length = rng.uniform(28, 55) * ref
     main, _ = walk(p - np.array([np.cos(heading), np.sin(heading)], np.float32) * length / 2, heading, length, 4 * ref)
-    paths = [(main, max(2, int(round(2 * ref))))]
+    paths = [(main, max(3, int(round(3 * ref))))]
     for _ in range(int(rng.integers(1, 3))):
         i = int(rng.integers(1, len(main) - 1))
         br, _ = walk(main[i], heading + rng.choice([-1, 1]) * rng.uniform(0.5, 1.2), rng.uniform(8, 18) * ref, 3 * ref)
-        paths.append((br, max(1, int(round(1.5 * ref)))))
+        paths.append((br, max(2, int(round(2 * ref)))))
     cov = _polyline_mask(n, paths)
-    delta = -rng.uniform(70, 100)
+    delta = -rng.uniform(85, 110)
     return cov[..., None] * np.array([delta, delta, delta], np.float32)
 
 
@@ -328,7 +333,7 @@ def _stain(rng, n, p, ref, base_mean, light):
     blob = cv2.GaussianBlur(blob, (0, 0), max(1.0, 2.0 * ref))
     # irregular outline: modulate by smooth noise, keep a soft edge
     blob *= 0.75 + 0.5 * np.clip(_smooth_noise(rng, n, n, 6 * ref), -1, 1)
-    cov = np.clip((blob - 0.25) * 2.5, 0, 1) * rng.uniform(0.45, 0.7)
+    cov = np.clip((blob - 0.25) * 2.5, 0, 1) * rng.uniform(0.6, 0.85)
     colours = [(40, 75, 130), (55, 95, 150), (95, 70, 55), (60, 60, 70)]  # rust, light rust, oil, grime (BGR)
     target = np.array(colours[int(rng.integers(len(colours)))], np.float32)
     target += rng.uniform(-10, 10, 3).astype(np.float32)
