@@ -149,7 +149,7 @@ def test_coco_import_per_split_files(tmp_path: Path):
     for i, s in enumerate(scenes):
         cv2.imwrite(str(src / "images" / ("train" if i < 4 else "val") / f"part{i}.png"), s.image)
     (src / "annotations" / "instances_train.json").write_text(json.dumps(_coco(scenes, [0, 1, 2, 3])))
-    (src / "annotations" / "instances_val.json").write_text(json.dumps(_coco(scenes, [4, 5])))
+    (src / "annotations" / "instances_val2017.json").write_text(json.dumps(_coco(scenes, [4, 5])))
     dst = tmp_path / "out"
     assert cli(["data", "import", "--format", "coco", str(src), str(dst)]) == 0
     names = list(yaml.safe_load((dst / "data.yaml").read_text())["names"].values())

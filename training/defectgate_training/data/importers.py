@@ -18,6 +18,7 @@ checked first (images decode, boxes inside the image) and only then written, ato
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,12 @@ def _find_image(index: dict[str, list[Path]], name: str, hint_dirs: list[str], o
 
 def _split_name(name: str) -> str | None:
     return SPLIT_ALIASES.get(name.lower())
+
+
+def _split_from_file_name(stem: str) -> str | None:
+    """instances_train2017 -> train, val.json -> val, coco_test-dev -> test, export -> None."""
+    m = re.search(r"(?<![a-z])(train|val|test)", stem.lower())
+    return _split_name(m.group(1)) if m else None
 
 
 # ------------------------------------------------------------------------------------------ VOC
@@ -159,7 +166,7 @@ def read_coco(src: Path) -> tuple[list[Record], list[str]]:
             raise DatasetError(f"{f}: categories {these} differ from {docs[0][0]}'s {names}; "
                                "class lists must match across the COCO files")
         cat_name = {c.get("id"): str(c.get("name")) for c in cats}
-        split = next((_split_name(tok) for tok in f.stem.replace("-", "_").split("_") if _split_name(tok)), None)
+        split = _split_from_file_name(f.stem)
         by_id: dict = {}
         for k, im in enumerate(d["images"]):
             if "id" not in im or "file_name" not in im:
