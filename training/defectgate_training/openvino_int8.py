@@ -12,7 +12,6 @@ not match the sidecar (defectgate.backends.openvino).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -27,6 +26,7 @@ import numpy as np
 
 from defectgate.backends.openvino import RT_INFO_SOURCE_SHA
 from defectgate.bundle import Bundle, Sidecar, load_bundle, sha256_file, write_sidecar
+from defectgate.engine_build import IMAGE_SUFFIXES, calibration_fingerprint, calibration_images
 from defectgate.errors import BundleError, DatasetError, require
 from defectgate.postprocess import decode
 from defectgate.preprocess import Preprocessor
@@ -34,65 +34,14 @@ from defectgate.types import Detections
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-MIN_SIDE = 16  # smaller than this is a thumbnail or a broken file, not a camera frame
 
 # metric(predict, images) -> float, higher is better; predict(image_bgr) -> Detections in image pixels.
 Predict = Callable[[np.ndarray], Detections]
 Metric = Callable[[Predict, Sequence[Path]], float]
 
 
-# -- calibration images --------------------------------------------------------------------------------
-def calibration_images(folder: str | Path, allow_mixed_sizes: bool = False, limit: int = 0) -> list[Path]:
-    """The images of `folder` (recursively), checked: 8-bit, 3-channel colour, one frame size (the
-    station's camera gives one size; a folder that mixes sizes is usually the wrong folder)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DatasetError(f"{folder}: calibration folder not found; pass --calib with a folder of station images")
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not paths:
-        raise DatasetError(
-            f"{folder}: no calibration images ({', '.join(IMAGE_SUFFIXES)}); INT8 needs a few hundred images "
-            "like the station's frames, e.g. the dataset's train/images folder"
-        )
-    if limit:
-        paths = paths[:limit]
-    sizes: dict[tuple[int, int], list[Path]] = {}
-    for p in paths:
-        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise DatasetError(f"{p}: not a readable image; remove it from the calibration folder")
-        channels = 1 if img.ndim == 2 else img.shape[2]
-        if channels != 3:
-            raise DatasetError(
-                f"{p}: has {channels} channel(s), the station feeds 3-channel colour (BGR) frames; "
-                "convert the calibration images to 3-channel colour (e.g. cv2.cvtColor) or remove them"
-            )
-        if img.dtype != np.uint8:
-            raise DatasetError(f"{p}: is {img.dtype}, calibration images must be 8-bit like the camera frames")
-        h, w = img.shape[:2]
-        if min(h, w) < MIN_SIDE:
-            raise DatasetError(f"{p}: is {w}x{h} pixels, too small to be a camera frame (under {MIN_SIDE} px)")
-        sizes.setdefault((h, w), []).append(p)
-    if len(sizes) > 1 and not allow_mixed_sizes:
-        (mh, mw), common = max(sizes.items(), key=lambda kv: len(kv[1]))
-        odd = [(p, hw) for hw, ps in sizes.items() if hw != (mh, mw) for p in ps]
-        first, (oh, ow) = odd[0]
-        raise DatasetError(
-            f"{first}: is {ow}x{oh} pixels, {len(common)} other calibration images are {mw}x{mh} "
-            f"({len(odd)} image(s) differ); calibrate on frames of one camera size, or remove the odd ones"
-        )
-    return paths
-
-
-def calibration_fingerprint(paths: Sequence[Path], root: str | Path) -> str:
-    """sha256 over (relative name, content sha256) of every image: names the exact calibration set."""
-    h = hashlib.sha256()
-    root = Path(root)
-    for p in sorted(paths):
-        h.update(str(p.relative_to(root) if p.is_relative_to(root) else p.name).encode())
-        h.update(sha256_file(p).encode())
-    return h.hexdigest()
+# -- calibration images: the same checks and fingerprint as the TensorRT INT8 build -------------------
+# (calibration_images, calibration_fingerprint come from defectgate.engine_build, imported above)
 
 
 def bundle_transform(bundle: Bundle) -> Callable[[Path], np.ndarray]:
