@@ -182,6 +182,16 @@ def parity_check(bundle_dir: Path, torch_model, images: list[np.ndarray], tol: P
             if raw_pt.shape != raw_onnx.shape:
                 raise ParityError(f"output shapes differ: PyTorch {raw_pt.shape}, ONNX {raw_onnx.shape}")
             max_raw = max(max_raw, float(np.abs(raw_pt - raw_onnx).max()))
+            if sc.output.layout == "yolo_raw":  # also every candidate anchor, not only the boxes NMS keeps
+                pt, ox = raw_pt.reshape(raw_pt.shape[-2:]), raw_onnx.reshape(raw_onnx.shape[-2:])
+                live = np.maximum(pt[4:].max(0), ox[4:].max(0)) >= max(tol.conf - tol.margin, 0.0)
+                if live.any():
+                    d_box = float(np.abs(pt[:4][:, live] - ox[:4][:, live]).max()) / info.gain
+                    d_score = float(np.abs(pt[4:][:, live] - ox[4:][:, live]).max())
+                    max_box, max_score = max(max_box, d_box), max(max_score, d_score)
+                    if d_box > tol.box_px or d_score > tol.score:
+                        problems.append(f"image {k}: raw head output differs on {int(live.sum())} candidate anchors "
+                                        f"by up to {d_box:.2f} px and {d_score:.3f} score")
             dec = lambda raw, c: decode(raw, sc.output, nc, info, c, sc.iou_threshold)  # noqa: E731
             for x, y in ((raw_pt, raw_onnx), (raw_onnx, raw_pt)):
                 m, p, b, s = compare_detections(dec(x, tol.conf), dec(y, max(tol.conf - tol.margin, 0.0)), tol)
