@@ -1,0 +1,105 @@
+"""Evaluation: metric arithmetic on hand-made results, calibration, and the same numbers from an
+ONNX bundle (through the runtime) and from its .pt."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from defectgate.types import Detections
+from defectgate_training import evaluate as ev
+
+NAMES = ["scratch", "dent"]
+
+
+def R(gt, gt_cls, det=(), conf=(), cls=()):
+    return ev.ImageResult("x.png", np.asarray(gt, np.float32).reshape(-1, 4), np.asarray(gt_cls, np.int64),
+                          Detections(np.asarray(det, np.float32).reshape(-1, 4), np.asarray(conf, np.float32),
+                                     np.asarray(cls, np.int64)))
+
+
+def test_perfect_detections_give_map_one_and_no_escapes():
+    results = [R([[0, 0, 10, 10]], [0], [[0, 0, 10, 10]], [0.9], [0]),
+               R([[5, 5, 20, 20]], [1], [[5, 5, 20, 20]], [0.8], [1]),
+               R([], [])]  # an OK part with no detection
+    box, _ = ev.box_metrics(results, NAMES, {"scratch": 0.5, "dent": 0.5})
+    # 101-point interpolation ends at (recall 1, precision 0): a perfect class scores 0.995, as in ultralytics
+    assert box["map50"] == pytest.approx(0.995, abs=1e-3) and box["map50_95"] == pytest.approx(0.995, abs=1e-3)
+    rates = ev.part_rates(ev.part_scores(results, 2), np.array([True, True, False]), np.array([0.5, 0.5]))
+    assert rates == {"parts": 3, "ng_parts": 2, "ok_parts": 1, "escapes": 0, "overkills": 0,
+                     "escape_rate": 0.0, "overkill_rate": 0.0}
+
+
+def test_false_positive_ranked_first_halves_precision_and_ap():
+    results = [R([[0, 0, 10, 10]], [0], [[50, 50, 60, 60], [0, 0, 10, 10]], [0.9, 0.8], [0, 0])]
+    box, _ = ev.box_metrics(results, ["scratch"], {"scratch": 0.5})
+    assert box["map50"] == pytest.approx(0.5, abs=0.02)
+    assert box["per_class"]["scratch"]["precision"] == 0.5 and box["per_class"]["scratch"]["recall"] == 1.0
+
+
+def test_escape_and_overkill_at_thresholds():
+    results = [R([[0, 0, 10, 10]], [0], [[0, 0, 10, 10]], [0.3], [0]),   # NG, weak detection
+               R([[0, 0, 10, 10]], [1], [[0, 0, 10, 10]], [0.9], [1]),   # NG, strong
+               R([], [], [[1, 1, 5, 5]], [0.4], [1]),                    # OK part with a false alarm
+               R([], [])]
+    scores, ng = ev.part_scores(results, 2), np.array([True, True, False, False])
+    high = ev.part_rates(scores, ng, np.array([0.5, 0.5]))
+    assert (high["escapes"], high["overkills"], high["escape_rate"], high["overkill_rate"]) == (1, 0, 0.5, 0.0)
+    low = ev.part_rates(scores, ng, np.array([0.25, 0.35]))
+    assert (low["escapes"], low["overkills"], low["overkill_rate"]) == (0, 1, 0.5)
+
+
+def test_all_defective_split_reports_overkill_as_unknown():
+    rates = ev.part_rates(np.array([[0.9]]), np.array([True]), np.array([0.5]))
+    assert rates["overkill_rate"] is None and rates["escape_rate"] == 0.0
+
+
+def test_calibration_hits_the_target_escape_rate():
+    rng = np.random.default_rng(1)
+    results = [R([[0, 0, 10, 10]], [0], [[0, 0, 10, 10]], [s], [0]) for s in rng.uniform(0.05, 0.95, 100)]
+    results += [R([], [], [[0, 0, 4, 4]], [s], [0]) for s in rng.uniform(0.0, 0.5, 50)]
+    t = ev.calibrate(results, ["scratch", "dent"], target_escape=0.1, default=0.25)
+    assert t["dent"] == 0.25  # no dent in the split: keeps the default
+    rates = ev.part_rates(ev.part_scores(results, 2), np.array([True] * 100 + [False] * 50),
+                          np.array([t["scratch"], t["dent"]]))
+    assert rates["escape_rate"] <= 0.1 and rates["escape_rate"] >= 0.08  # the highest threshold that meets it
+    tighter = ev.calibrate(results, ["scratch", "dent"], target_escape=0.01, default=0.25)
+    assert tighter["scratch"] < t["scratch"]
+
+
+def test_confusion_matrix_counts_misses_and_false_alarms():
+    results = [R([[0, 0, 10, 10], [20, 20, 30, 30]], [0, 1], [[0, 0, 10, 10], [50, 50, 60, 60]], [0.9, 0.9], [1, 0])]
+    cm = ev.confusion(results, 2, np.array([0.5, 0.5]))
+    assert cm[1, 0] == 1  # scratch predicted as dent
+    assert cm[2, 1] == 1  # the dent was missed
+    assert cm[0, 2] == 1  # a scratch where there is nothing
+
+
+@pytest.mark.slow
+def test_bundle_and_pt_agree_and_json_and_plots_are_written(bundle, trained, synth_data, tmp_path):
+    on_bundle = ev.evaluate_model(bundle.bundle, synth_data, "val", target_escape=0.05, backend="onnxruntime",
+                                  plots_dir=tmp_path / "plots")
+    on_pt = ev.evaluate_model(trained.best, synth_data, "val", target_escape=0.05)
+    assert on_bundle["runs_on"].startswith("bundle") and "onnxruntime" in on_bundle["runs_on"]
+    assert on_pt["runs_on"].startswith("pytorch")
+    assert abs(on_bundle["map50"] - on_pt["map50"]) <= 0.01 and abs(on_bundle["map50_95"] - on_pt["map50_95"]) <= 0.01
+    assert on_bundle["parts"]["escapes"] == on_pt["parts"]["escapes"]
+    for key in ("map50", "map50_95", "escape_rate", "overkill_rate", "thresholds", "per_class"):
+        assert key in on_bundle
+    assert on_bundle["parts"]["ok_parts"] > 0  # synthetic data has OK parts (empty label files)
+    for name in ("pr_curves.png", "confusion_matrix.png", "escape_overkill_vs_threshold.png"):
+        assert (tmp_path / "plots" / name).stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_cli_evaluate_writes_json(bundle, synth_data, tmp_path, capsys):
+    from defectgate.cli import main
+
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", str(bundle.bundle), "--data", str(synth_data), "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert set(data["thresholds"]) == {"scratch", "dent", "crack", "stain"}
+    assert "escape rate" in capsys.readouterr().out
+    assert main(["evaluate", "--model", str(tmp_path / "nothing"), "--data", str(synth_data)]) == 2
