@@ -79,5 +79,40 @@ qa: setup
 	$(DG) qa --archive $(DEMO_DIR)/station/archive --bundle $(DEMO_DIR)/bundle --exports $(DEMO_DIR)/qa-exports \
 		--label-dir $(QA_LABEL_DIR) --host $(QA_HOST) --port $(QA_PORT) $(QA_ARGS)
 
+# --- gated retraining chain: make data train evaluate export promote, or make retrain for all ---
+# DATA: a YOLO dataset yaml (default: the synthetic parts, made by `make data` when missing).
+RETRAIN_DIR ?= runs/retrain
+DATA ?= $(RETRAIN_DIR)/data/data.yaml
+EPOCHS ?= 12
+IMGSZ ?= 192
+SEED ?= 0
+TRAIN_CONFIG ?= configs/train-default.yaml
+SYNTH_IMAGES ?= 600
+REGISTRY ?= runs/registry
+TARGET_ESCAPE ?= 0.02
+ESCAPE_TOL ?= 0.0
+OVERKILL_TOL ?= 0.01
+
+data: setup
+	@test -f $(DATA) || $(DG) data synth --out $(patsubst %/,%,$(dir $(DATA))) --images $(SYNTH_IMAGES) --seed $(SEED)
+	$(DG) data validate $(DATA)
+
+train: setup
+	$(DG) train --config $(TRAIN_CONFIG) --data $(DATA) --epochs $(EPOCHS) --imgsz $(IMGSZ) --seed $(SEED) --out $(RETRAIN_DIR)/train
+
+evaluate: setup
+	$(DG) evaluate --model $(RETRAIN_DIR)/train/weights/best.pt --data $(DATA) --split val --target-escape $(TARGET_ESCAPE) \
+		--json $(RETRAIN_DIR)/eval-pt.json --plots $(RETRAIN_DIR)/plots
+
+export: setup
+	$(DG) export --weights $(RETRAIN_DIR)/train/weights/best.pt --data $(DATA) --out $(RETRAIN_DIR)/bundle --target-escape $(TARGET_ESCAPE)
+
+promote: setup
+	$(DG) promote $(RETRAIN_DIR)/bundle --registry $(REGISTRY) --data $(DATA) --split val \
+		--escape-tolerance $(ESCAPE_TOL) --overkill-tolerance $(OVERKILL_TOL)
+	$(DG) promote --registry $(REGISTRY) --status
+
+retrain: data train evaluate export promote
+
 clean:
 	rm -rf runs .pytest_cache
