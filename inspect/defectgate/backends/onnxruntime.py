@@ -35,10 +35,9 @@ class OnnxRuntimeBackend:
         if threads:
             opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
+        providers = [(p, _provider_options(p, bundle)) for p in wanted if p in available]
         try:
-            self.session = ort.InferenceSession(
-                str(bundle.model_path), sess_options=opts, providers=[p for p in wanted if p in available]
-            )
+            self.session = ort.InferenceSession(str(bundle.model_path), sess_options=opts, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types; report them uniformly
             raise BackendError(f"{bundle.model_path}: onnxruntime could not load the model: {exc}") from exc
         inputs = self.session.get_inputs()
@@ -62,3 +61,19 @@ class OnnxRuntimeBackend:
 
     def close(self) -> None:
         self.session = None
+
+
+def _provider_options(provider: str, bundle: Bundle) -> dict[str, object]:
+    """The TensorRT EP builds an engine at session start (minutes on a Jetson); cache it, and its
+    timing cache, per model under DEFECTGATE_CACHE (default ~/.cache/defectgate) so restarts are fast.
+    ORT keys the cached engine by model and GPU; clear the folder after a TensorRT upgrade."""
+    if provider != "TensorrtExecutionProvider":
+        return {}
+    import os
+    from pathlib import Path
+
+    root = Path(os.environ.get("DEFECTGATE_CACHE", Path.home() / ".cache" / "defectgate"))
+    cache = root / "ort-tensorrt" / bundle.sidecar.sha256[:16]
+    cache.mkdir(parents=True, exist_ok=True)
+    return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}
