@@ -54,6 +54,14 @@ def calibration_images(folder: str | Path, allow_mixed_sizes: bool = False, limi
         )
     if limit:
         paths = paths[:limit]
+    check_calibration_images(paths, allow_mixed_sizes)
+    return paths
+
+
+def check_calibration_images(paths: Sequence[Path], allow_mixed_sizes: bool = False) -> None:
+    """Refuse, by file name, what would make a calibration set unlike the station's frames."""
+    if not paths:
+        raise DatasetError("no calibration images given; INT8 needs a few hundred images like the station's frames")
     sizes: dict[tuple[int, int], list[Path]] = {}
     for p in paths:
         img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
@@ -79,7 +87,6 @@ def calibration_images(folder: str | Path, allow_mixed_sizes: bool = False, limi
             f"{first}: is {ow}x{oh} pixels, {len(common)} other calibration images are {mw}x{mh} "
             f"({len(odd)} image(s) differ); calibrate on frames of one camera size, or remove the odd ones"
         )
-    return paths
 
 
 def calibration_fingerprint(paths: Sequence[Path], root: str | Path) -> str:

@@ -26,7 +26,8 @@ import numpy as np
 
 from defectgate.backends.openvino import RT_INFO_SOURCE_SHA
 from defectgate.bundle import Bundle, Sidecar, load_bundle, sha256_file, write_sidecar
-from defectgate.engine_build import IMAGE_SUFFIXES, calibration_fingerprint, calibration_images
+from defectgate.engine_build import (IMAGE_SUFFIXES, calibration_fingerprint, calibration_images,
+                                     check_calibration_images)
 from defectgate.errors import BundleError, DatasetError, require
 from defectgate.postprocess import decode
 from defectgate.preprocess import Preprocessor
@@ -57,66 +58,27 @@ def bundle_transform(bundle: Bundle) -> Callable[[Path], np.ndarray]:
     return transform
 
 
-# -- a default validation metric ---------------------------------------------------------------------
-def yolo_map50(predict: Predict, images: Sequence[Path], iou: float = 0.5) -> float:
-    """mAP at IoU 0.5 over images with YOLO labels (`.../images/x.png` -> `.../labels/x.txt`), all-point
-    interpolated AP per class, averaged over the classes that have ground truth."""
-    gts: dict[int, int] = {}
-    records: dict[int, list[tuple[float, bool]]] = {}
-    for path in images:
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if img is None:
-            raise DatasetError(f"{path}: not a readable image")
-        h, w = img.shape[:2]
-        truth = _yolo_labels(path, w, h)
-        for c in truth[1]:
-            gts[int(c)] = gts.get(int(c), 0) + 1
-        det = predict(img)
-        order = np.argsort(-det.confidence)
-        used = np.zeros(len(truth[1]), bool)
-        for i in order:
-            c = int(det.class_id[i])
-            same = np.flatnonzero((truth[1] == c) & ~used)
-            hit = False
-            if same.size:
-                ious = _iou(det.xyxy[i], truth[0][same])
-                j = int(ious.argmax())
-                if ious[j] >= iou:
-                    used[same[j]] = hit = True
-            records.setdefault(c, []).append((float(det.confidence[i]), hit))
-    if not gts:
-        raise DatasetError("validation images have no labels; the metric needs YOLO label files next to images/")
-    aps = []
-    for c, n in gts.items():
-        recs = sorted(records.get(c, []), key=lambda r: -r[0])
-        tp = np.cumsum([r[1] for r in recs]) if recs else np.zeros(0)
-        fp = np.cumsum([not r[1] for r in recs]) if recs else np.zeros(0)
-        recall = np.concatenate([[0.0], tp / n, [1.0]]) if recs else np.array([0.0, 1.0])
-        precision = np.concatenate([[1.0], tp / np.maximum(tp + fp, 1e-9), [0.0]]) if recs else np.array([1.0, 0.0])
-        precision = np.flip(np.maximum.accumulate(np.flip(precision)))
-        aps.append(float(np.sum((recall[1:] - recall[:-1]) * precision[1:])))
-    return float(np.mean(aps))
+# -- the project's validation metric --------------------------------------------------------------------
+def project_map50(classes: Sequence[str]) -> Metric:
+    """mAP50 exactly as `defectgate evaluate` computes it (defectgate_training.evaluate.box_metrics),
+    over images with YOLO labels (`.../images/x.png` -> `.../labels/x.txt`)."""
+    from .datayaml import label_path_for, read_labels
+    from .evaluate import ImageResult, box_metrics
 
+    names = list(classes)
 
-def _yolo_labels(image: Path, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
-    parts = list(image.parts)
-    idx = len(parts) - 1 - parts[::-1].index("images") if "images" in parts else None
-    label = Path(*parts[:idx], "labels", *parts[idx + 1:]).with_suffix(".txt") if idx is not None else image.with_suffix(".txt")
-    if not label.is_file():
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
-    rows = np.loadtxt(label, ndmin=2, dtype=np.float32)
-    if rows.size == 0:
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
-    cx, cy, bw, bh = rows[:, 1] * w, rows[:, 2] * h, rows[:, 3] * w, rows[:, 4] * h
-    return np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1), rows[:, 0].astype(np.int64)
+    def metric(predict: Predict, images: Sequence[Path]) -> float:
+        results = []
+        for path in images:
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if img is None:
+                raise DatasetError(f"{path}: not a readable image")
+            h, w = img.shape[:2]
+            gt_xyxy, gt_cls = read_labels(label_path_for(Path(path)), w, h, len(names))
+            results.append(ImageResult(str(path), gt_xyxy, gt_cls, predict(img)))
+        return float(box_metrics(results, names, {})[0]["map50"])
 
-
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    iw = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    ih = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = iw * ih
-    area = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area - inter, 1e-9)
+    return metric
 
 
 # -- exports -----------------------------------------------------------------------------------------------
@@ -151,11 +113,13 @@ def export_openvino_int8(bundle_dir: str | Path, calib_dir: str | Path, out_dir:
                          val_images: Sequence[Path] | str | Path | None = None, metric: Metric | None = None,
                          metric_name: str = "map50", max_drop: float = 0.01, subset_size: int = 300,
                          allow_mixed_sizes: bool = False, keep_head_float: bool = True,
-                         conf_threshold: float = 0.001, max_iterations: int = 20) -> Int8Result:
-    """INT8 OpenVINO bundle by NNCF post-training quantization on `calib_dir` images.
+                         conf_threshold: float = 0.001, max_iterations: int = 20, calib_limit: int = 0) -> Int8Result:
+    """INT8 OpenVINO bundle by NNCF post-training quantization on `calib_dir` images (a folder, or a
+    dataset yaml whose train split is used; `calib_limit` caps the count).
 
-    With `val_images` (a folder of YOLO-labelled images or a list of paths) the FP32 and INT8 models
-    are scored with `metric` (default: `yolo_map50`); if INT8 loses more than `max_drop` (absolute),
+    With `val_images` (a folder of YOLO-labelled images, a list of paths, or a dataset yaml whose val
+    split is used) the FP32 and INT8 models are scored with `metric` (default: mAP50 as `defectgate
+    evaluate` computes it); if INT8 loses more than `max_drop` (absolute),
     NNCF's accuracy-aware quantization is run with the same metric, reverting at most `max_iterations`
     layer groups to floating point (each costs a recompile and a validation pass). Both scores go to
     the sidecar, with `within_tolerance` saying whether the tolerance was reached.
@@ -165,8 +129,8 @@ def export_openvino_int8(bundle_dir: str | Path, calib_dir: str | Path, out_dir:
     nncf.set_log_level(logging.WARNING)  # its INFO lists every op it skips: hundreds of lines per export
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
     bundle = _onnx_bundle(bundle_dir)
-    calib = calibration_images(calib_dir, allow_mixed_sizes=allow_mixed_sizes)
-    fingerprint = calibration_fingerprint(calib, calib_dir)
+    calib = _calibration_list(calib_dir, allow_mixed_sizes, calib_limit)
+    fingerprint = calibration_fingerprint(calib, Path(calib_dir).parent if _is_yaml(calib_dir) else calib_dir)
     transform = bundle_transform(bundle)
     core = ov.Core()
     model = core.read_model(str(bundle.model_path))
@@ -181,7 +145,7 @@ def export_openvino_int8(bundle_dir: str | Path, calib_dir: str | Path, out_dir:
 
     if val_images is not None:
         vals = _val_list(val_images)
-        metric = metric or yolo_map50
+        metric = metric or project_map50(bundle.sidecar.classes)
         score = _scorer(core, bundle, metric, conf_threshold)
         fp32 = score(model, vals)
         int8 = score(quantized, vals)
@@ -244,8 +208,31 @@ def _head_scope(nncf: Any, model: Any) -> Any:
     return nncf.IgnoredScope(names=names, validate=False)
 
 
+def _is_yaml(path: Any) -> bool:
+    return isinstance(path, (str, Path)) and Path(path).suffix in (".yaml", ".yml")
+
+
+def _split_of(data_yaml: str | Path, split: str) -> list[Path]:
+    from .datayaml import load_data_yaml, split_images
+
+    return split_images(load_data_yaml(data_yaml), split)
+
+
+def _calibration_list(calib: str | Path, allow_mixed_sizes: bool, limit: int) -> list[Path]:
+    if not _is_yaml(calib):
+        return calibration_images(calib, allow_mixed_sizes=allow_mixed_sizes, limit=limit)
+    paths = sorted(_split_of(calib, "train"))
+    if limit:
+        # spread over the split rather than its first files (often one class or one session)
+        paths = paths[:: max(1, len(paths) // limit)][:limit]
+    check_calibration_images(paths, allow_mixed_sizes)
+    return paths
+
+
 def _val_list(val_images: Sequence[Path] | str | Path) -> list[Path]:
-    if isinstance(val_images, (str, Path)):
+    if _is_yaml(val_images):
+        paths = _split_of(val_images, "val")
+    elif isinstance(val_images, (str, Path)):
         folder = Path(val_images)
         if not folder.is_dir():
             raise DatasetError(f"{folder}: validation folder not found")
