@@ -38,7 +38,8 @@ def prepare_offline() -> Path:
 
         font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
         for name in missing:
-            tmp = cfg / f".{name}.tmp"
+            # per-process temp name: several trainings may start at once on one machine
+            tmp = cfg / f".{name}.{os.getpid()}.tmp"
             shutil.copyfile(font, tmp)
             tmp.replace(cfg / name)
     return cfg
