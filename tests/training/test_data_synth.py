@@ -71,6 +71,21 @@ def test_same_seed_same_files(tiny: Path, tmp_path: Path):
     assert all(a[k] == b[k] for k in a if k != "data.yaml")
 
 
+def test_same_request_again_keeps_the_dataset(tmp_path: Path, capsys):
+    out = tmp_path / "ds"
+    args = ["data", "synth", "--out", str(out), "--images", "3", "--imgsz", "64", "64"]
+    assert cli(args) == 0
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    capsys.readouterr()
+    assert cli(args) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    # different parameters into the same folder: refused, the folder untouched
+    assert cli(args[:-2] + ["64", "80"]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+
 def test_refuses_non_empty_output_unless_overwrite(tmp_path: Path):
     out = tmp_path / "ds"
     out.mkdir()

@@ -74,7 +74,11 @@ def main(argv: list[str]) -> int:
 
         man = synthesize(args.out, args.images, args.seed, args.ng_rate, tuple(args.imgsz), args.val_frac,
                          args.overwrite)
-        print(_summary(man, args.out) + f" in {man['seconds']:.1f} s")
+        if man.get("reused"):
+            print(f"{Path(args.out).absolute()} is up to date (same generator and parameters); kept it. "
+                  "Pass --overwrite to render again.")
+        else:
+            print(_summary(man, args.out) + f" in {man['seconds']:.1f} s")
         return 0
     if args.cmd == "import":
         from ..data.importers import import_dataset

@@ -2,16 +2,20 @@
 
 Image i of seed S is scene `SCENE_SEED_BASE + S * 1_000_003 + i`; the synthetic conveyor of the
 runtime uses `S * 1_000_003 + part`, so a dataset and a station run never show the same part.
+Asked again for the same dataset at the same place, synth keeps the existing one (so `make demo`
+can run twice); any other non-empty --out needs --overwrite.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import cv2
+import yaml
 
 from defectgate import synthparts
 from defectgate.errors import DatasetError
@@ -46,8 +50,13 @@ def synthesize(out: Path, images: int, seed: int = 0, ng_rate: float = 0.4, hw: 
     check_fractions(val_frac, 0.0)
     t0 = time.perf_counter()
     out = Path(out).absolute()
-    if out.is_dir() and any(out.iterdir()) and not overwrite:  # fail before minutes of rendering
-        raise DatasetError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
+    params = _params(seed, images, ng_rate, hw, val_frac)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:  # decide before minutes of rendering
+        existing = _up_to_date(out, params)
+        if existing is not None:  # same generator, same parameters: the files would be identical
+            return {**existing, "reused": True, "seconds": round(time.perf_counter() - t0, 2)}
+        raise DatasetError(f"{out} already exists and is not empty (and is not this synthetic dataset with "
+                           "the same parameters); choose another --out or pass --overwrite")
     out.parent.mkdir(parents=True, exist_ok=True)
     # render straight to PNG files in a scratch folder (memory stays flat for large N); the split
     # needs every image's classes first, then write_dataset moves the files into place
@@ -63,15 +72,15 @@ def synthesize(out: Path, images: int, seed: int = 0, ng_rate: float = 0.4, hw: 
         splits = assign_splits([{r.cls for r in rows} for _, rows in scenes], val_frac, 0.0, seed)
         entries = [Entry(split, name, rows, source=scratch / name, move=True)
                    for (name, rows), split in zip(scenes, splits)]
-        manifest = _write(out, entries, seed, images, ng_rate, hw, val_frac, overwrite)
+        manifest = write_dataset(out, list(synthparts.CLASSES), entries, params, overwrite)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     manifest["seconds"] = round(time.perf_counter() - t0, 2)  # reported, not stored: manifests stay reproducible
     return manifest
 
 
-def _write(out, entries, seed, images, ng_rate, hw, val_frac, overwrite) -> dict:
-    manifest = {
+def _params(seed: int, images: int, ng_rate: float, hw: tuple[int, int], val_frac: float) -> dict:
+    return {
         "tool": "defectgate data synth",
         "generator": synthparts.GENERATOR_VERSION,
         "seed": seed,
@@ -80,4 +89,19 @@ def _write(out, entries, seed, images, ng_rate, hw, val_frac, overwrite) -> dict
         "imgsz": [int(hw[0]), int(hw[1])],
         "val_frac": val_frac,
     }
-    return write_dataset(out, list(synthparts.CLASSES), entries, manifest, overwrite)
+
+
+def _up_to_date(out: Path, params: dict) -> dict | None:
+    """The manifest of `out` when it is a complete synth dataset made with `params` at this path
+    (so `make demo` can run twice without rendering again), else None."""
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+        data = yaml.safe_load((out / "data.yaml").read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    if not isinstance(manifest, dict) or not isinstance(data, dict):
+        return None
+    if any(manifest.get(k) != v for k, v in params.items()) or Path(str(data.get("path"))) != out:
+        return None
+    counted = sum(1 for p in (out / "images").rglob("*.png")) if (out / "images").is_dir() else 0
+    return manifest if counted == params["images"] else None
