@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from defectgate.cli import main as cli
 from defectgate_training.data.synth import synthesize
 
@@ -33,3 +35,15 @@ def test_stats_counts_bad_lines_instead_of_failing(tmp_path: Path, capsys):
     lbl.write_text(lbl.read_text() + "8 0.5 0.5 0.1 0.1\n")
     assert cli(["data", "stats", str(tmp_path / "ds"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["invalid_label_lines"] == 1
+
+
+NEU = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "neu-det"
+
+
+@pytest.mark.skipif(not NEU.is_dir(), reason="../shared/datasets/neu-det is not present on this machine")
+def test_neu_det_stats(capsys):
+    assert cli(["data", "stats", str(NEU), "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["totals"]["images"] == 1439 and st["totals"]["ok"] == 0  # every NEU image has a defect
+    assert st["image_sizes"] == {"200x200": 1439} and len(st["classes"]) == 6
+    assert st["unreadable_images"] == 0 and st["invalid_label_lines"] == 0
