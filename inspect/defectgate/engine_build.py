@@ -41,8 +41,8 @@ TIMING_CACHE_NAME = "tensorrt-timing.cache"
 
 # -- calibration images (shared with the OpenVINO INT8 export) --------------------------------------------
 def calibration_images(folder: str | Path, allow_mixed_sizes: bool = False, limit: int = 0) -> list[Path]:
-    """The images of `folder` (recursively), checked: 8-bit, 3-channel colour, one frame size (the
-    station's camera gives one size; a folder that mixes sizes is usually the wrong folder)."""
+    """The images of `folder` (recursively), checked: 8-bit, all grey or all colour, one frame size
+    (the station's camera gives one kind and size; a folder that mixes them is usually the wrong one)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder}: calibration folder not found; pass --calib with a folder of station images")
@@ -63,22 +63,33 @@ def check_calibration_images(paths: Sequence[Path], allow_mixed_sizes: bool = Fa
     if not paths:
         raise DatasetError("no calibration images given; INT8 needs a few hundred images like the station's frames")
     sizes: dict[tuple[int, int], list[Path]] = {}
+    # A mono camera's frames reach the model as grey replicated to 3 channels, as training read them;
+    # what is wrong is a set that mixes grey and colour (two cameras, or the wrong folder).
+    kinds: dict[int, list[Path]] = {}
     for p in paths:
         img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
         if img is None:
             raise DatasetError(f"{p}: not a readable image; remove it from the calibration folder")
         channels = 1 if img.ndim == 2 else img.shape[2]
-        if channels != 3:
+        if channels not in (1, 3):
             raise DatasetError(
-                f"{p}: has {channels} channel(s), the station feeds 3-channel colour (BGR) frames; "
-                "convert the calibration images to 3-channel colour (e.g. cv2.cvtColor) or remove them"
+                f"{p}: has {channels} channels; calibration images must be grey (1) or colour (3) like camera "
+                "frames: drop the alpha channel (e.g. cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)) or remove the image"
             )
+        kinds.setdefault(channels, []).append(p)
         if img.dtype != np.uint8:
             raise DatasetError(f"{p}: is {img.dtype}, calibration images must be 8-bit like the camera frames")
         h, w = img.shape[:2]
         if min(h, w) < MIN_SIDE:
             raise DatasetError(f"{p}: is {w}x{h} pixels, too small to be a camera frame (under {MIN_SIDE} px)")
         sizes.setdefault((h, w), []).append(p)
+    if len(kinds) > 1:
+        grey, colour = kinds[1], kinds[3]
+        odd, rest = (grey, colour) if len(grey) <= len(colour) else (colour, grey)
+        raise DatasetError(
+            f"{odd[0]}: is {'grey' if odd is grey else 'colour'}, {len(rest)} other calibration images are "
+            f"{'colour' if odd is grey else 'grey'} ({len(odd)} differ); calibrate on frames of the station's one camera"
+        )
     if len(sizes) > 1 and not allow_mixed_sizes:
         (mh, mw), common = max(sizes.items(), key=lambda kv: len(kv[1]))
         odd = [(p, hw) for hw, ps in sizes.items() if hw != (mh, mw) for p in ps]

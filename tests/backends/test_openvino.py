@@ -243,12 +243,17 @@ def test_bad_calibration_folders_give_clear_errors(tiny_bundle, tmp_path):
 
     gray = part_images(tmp_path / "gray", 3)
     cv2.imwrite(str(gray / "part_001.png"), np.full((96, 128), 100, np.uint8))
-    with pytest.raises(DatasetError, match=r"part_001.png: has 1 channel\(s\)"):
+    with pytest.raises(DatasetError, match=r"part_001.png: is grey, 2 other calibration images are colour"):
         int8.calibration_images(gray)
+    all_grey = tmp_path / "all_grey"
+    all_grey.mkdir()
+    for i in range(2):  # a mono camera's set is fine: frames reach the model replicated to 3 channels
+        cv2.imwrite(str(all_grey / f"g{i}.png"), np.full((96, 128), 90 + i, np.uint8))
+    assert len(int8.calibration_images(all_grey)) == 2
 
     rgba = part_images(tmp_path / "rgba", 2)
     cv2.imwrite(str(rgba / "part_000.png"), np.full((96, 128, 4), 100, np.uint8))
-    with pytest.raises(DatasetError, match=r"has 4 channel\(s\)"):
+    with pytest.raises(DatasetError, match=r"part_000.png: has 4 channels"):
         int8.calibration_images(rgba)
 
     mixed = part_images(tmp_path / "mixed", 3)
