@@ -8,6 +8,7 @@ originals stay as NG parts (symlinked). Limits, said plainly: the crops are smal
 defect: the overkill rate measured this way is pessimistic.
 
     python -m defectgate_training.okparts --data neu-det/data.yaml --split val --out runs/neu-val-ok
+    (--every 2 --offset 0|1 for two disjoint halves: calibrate thresholds on one, report on the other)
 """
 
 from __future__ import annotations
@@ -43,14 +44,16 @@ def ok_window(hw: tuple[int, int], boxes: np.ndarray, sides=(128, 112, 96, 80, 6
     return None
 
 
-def build(data: str, split: str, out: str | Path) -> dict:
+def build(data: str, split: str, out: str | Path, every: int = 1, offset: int = 0) -> dict:
+    """Write the mixed dataset; `every`/`offset` keep every n-th image only (disjoint calibration
+    and hold-out halves: every=2 offset=0 and every=2 offset=1)."""
     spec = load_data_yaml(data)
     out = Path(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent if out.parent.exists() else None))
     (tmp / "images" / split).mkdir(parents=True)
     (tmp / "labels" / split).mkdir(parents=True)
     n_ng = n_ok = 0
-    for img_path in split_images(spec, split):
+    for img_path in split_images(spec, split)[offset::every]:
         img = cv2.imread(str(img_path), cv2.IMREAD_COLOR)
         h, w = img.shape[:2]
         boxes, _ = read_labels(label_path_for(img_path), w, h, len(spec.names))
@@ -77,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="val")
     p.add_argument("--out", required=True)
+    p.add_argument("--every", type=int, default=1, help="keep every n-th image (2 = a half)")
+    p.add_argument("--offset", type=int, default=0, help="which of the n interleaved parts (0..n-1)")
     a = p.parse_args(argv)
-    print(build(a.data, a.split, a.out))
+    print(build(a.data, a.split, a.out, a.every, a.offset))
     return 0
 
 
