@@ -86,6 +86,14 @@ def test_same_request_again_keeps_the_dataset(tmp_path: Path, capsys):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
 
 
+def test_worker_processes_write_the_same_files(tmp_path: Path):
+    one = synthesize(tmp_path / "one", 70, seed=4, hw=(48, 64), workers=1)
+    two = synthesize(tmp_path / "two", 70, seed=4, hw=(48, 64), workers=2)
+    a, b = _tree(tmp_path / "one"), _tree(tmp_path / "two")
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a if k != "data.yaml")
+    assert one["splits"] == two["splits"]
+
+
 def test_refuses_non_empty_output_unless_overwrite(tmp_path: Path):
     out = tmp_path / "ds"
     out.mkdir()
@@ -108,7 +116,7 @@ def test_failure_half_way_leaves_nothing(tmp_path: Path, monkeypatch):
 
     monkeypatch.setattr(synthparts, "render_scene", failing)
     with pytest.raises(OSError):
-        synthesize(tmp_path / "ds", 10, hw=(64, 64))
+        synthesize(tmp_path / "ds", 10, hw=(64, 64), workers=1)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -23,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="image height and width in pixels (default 240 320)")
     s.add_argument("--val-frac", type=float, default=0.2, help="fraction for the val split (default 0.2)")
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    s.add_argument("--workers", type=int, default=0, help="render processes (default: automatic, at most 4)")
 
     i = sub.add_parser("import", help="convert Pascal VOC / COCO / YOLO annotations into a YOLO dataset")
     i.add_argument("--format", required=True, choices=("voc", "coco", "yolo"))
@@ -73,7 +74,7 @@ def main(argv: list[str]) -> int:
         from ..data.synth import synthesize
 
         man = synthesize(args.out, args.images, args.seed, args.ng_rate, tuple(args.imgsz), args.val_frac,
-                         args.overwrite)
+                         args.overwrite, args.workers)
         if man.get("reused"):
             print(f"{Path(args.out).absolute()} is up to date (same generator and parameters); kept it. "
                   "Pass --overwrite to render again.")

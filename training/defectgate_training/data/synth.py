@@ -9,9 +9,12 @@ can run twice); any other non-empty --out needs --overwrite.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -39,7 +42,7 @@ def scene_rows(scene: synthparts.Scene) -> list[LabelRow]:
 
 
 def synthesize(out: Path, images: int, seed: int = 0, ng_rate: float = 0.4, hw: tuple[int, int] = (240, 320),
-               val_frac: float = 0.2, overwrite: bool = False) -> dict:
+               val_frac: float = 0.2, overwrite: bool = False, workers: int = 0) -> dict:
     """Render `images` scenes into a YOLO dataset at `out`; returns the manifest."""
     if images < 1:
         raise DatasetError(f"--images {images}: need at least 1 image")
@@ -62,13 +65,16 @@ def synthesize(out: Path, images: int, seed: int = 0, ng_rate: float = 0.4, hw: 
     # needs every image's classes first, then write_dataset moves the files into place
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.render-", dir=out.parent))
     try:
-        scenes = []
-        for i in range(images):
-            scene = synthparts.render_scene(scene_seed(seed, i), hw, ng_rate)
-            name = f"synth_s{seed}_{i:05d}.png"
-            if not cv2.imwrite(str(scratch / name), scene.image, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
-                raise DatasetError(f"{scratch / name}: could not write image (disk full?)")
-            scenes.append((name, scene_rows(scene)))
+        jobs = [(scratch, seed, i, hw, ng_rate) for i in range(images)]
+        workers = _workers(workers, images)
+        if workers == 1:
+            scenes = [_render_one(j) for j in jobs]
+        else:  # scenes are independent and seeded per index: same files whatever the worker count
+            # spawn, not fork: a forked child of a process whose OpenCV/torch thread pools are
+            # already running can deadlock
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+                scenes = list(pool.map(_render_one, jobs, chunksize=16))
         splits = assign_splits([{r.cls for r in rows} for _, rows in scenes], val_frac, 0.0, seed)
         entries = [Entry(split, name, rows, source=scratch / name, move=True)
                    for (name, rows), split in zip(scenes, splits)]
@@ -77,6 +83,28 @@ def synthesize(out: Path, images: int, seed: int = 0, ng_rate: float = 0.4, hw: 
         shutil.rmtree(scratch, ignore_errors=True)
     manifest["seconds"] = round(time.perf_counter() - t0, 2)  # reported, not stored: manifests stay reproducible
     return manifest
+
+
+def _render_one(job: tuple) -> tuple[str, list[LabelRow]]:
+    scratch, seed, i, hw, ng_rate = job
+    scene = synthparts.render_scene(scene_seed(seed, i), hw, ng_rate)
+    name = f"synth_s{seed}_{i:05d}.png"
+    if not cv2.imwrite(str(scratch / name), scene.image, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+        raise DatasetError(f"{scratch / name}: could not write image (disk full?)")
+    return name, scene_rows(scene)
+
+
+def _workers(requested: int, images: int) -> int:
+    """0 = automatic: up to 4 processes, one for small sets (a pool costs more than it saves)."""
+    if requested > 0:
+        return requested
+    if images < 64:
+        return 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
 
 
 def _params(seed: int, images: int, ng_rate: float, hw: tuple[int, int], val_frac: float) -> dict:
