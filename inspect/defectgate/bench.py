@@ -252,7 +252,11 @@ def run(bundle: Path, frames: int, backend: str, threads: int, rounds: int, weig
     engines: dict[str, list[str]] = {"ours": ["ours", str(bundle), str(frames_dir), backend, str(threads)]}
     skipped: dict[str, str] = {}
     if _has("ultralytics"):
-        engines["ultra_onnx"] = ["ultra", str(b.model_path), str(frames_dir), str(imgsz), str(b.sidecar.conf_threshold)]
+        onnx = b.model_path if b.model_path.suffix == ".onnx" else b.root / "model.onnx"  # an IR bundle keeps its ONNX
+        if onnx.is_file():
+            engines["ultra_onnx"] = ["ultra", str(onnx), str(frames_dir), str(imgsz), str(b.sidecar.conf_threshold)]
+        else:
+            skipped["ultra_onnx"] = f"no ONNX file in {b.root}"
         if weights is None:
             skipped["ultra_openvino"] = skipped["ultra_openvino_int8"] = "no --weights given"
         else:
