@@ -123,7 +123,7 @@ def quantize_bundle(bundle_dir: str | Path, calib: str | Path, out: str | Path, 
     result = {"bundle": str(out), "calibration_images": len(images), "float_nodes": len(excluded)}
     if compare:
         result.update(compare_precisions(src.root, out, data))
-    result["summary"] = ", ".join(f"{k} {v}" for k, v in result.items() if k not in ("bundle",))
+    result["summary"] = ", ".join(f"{k} {v}" for k, v in result.items() if k not in ("bundle", "int8_metrics"))
     if data and compare:  # record the INT8 bundle's own metrics in its sidecar
         sc = json.loads((out / "model.json").read_text())
         sc["metrics"] = {**sc.get("metrics", {}), **result.get("int8_metrics", {})}
