@@ -103,3 +103,47 @@ def test_cli_evaluate_writes_json(bundle, synth_data, tmp_path, capsys):
     assert set(data["thresholds"]) == {"scratch", "dent", "crack", "stain"}
     assert "escape rate" in capsys.readouterr().out
     assert main(["evaluate", "--model", str(tmp_path / "nothing"), "--data", str(synth_data)]) == 2
+
+
+class _NoModel:
+    """Stands in for a predictor where the test is about the data, not the model."""
+
+    classes = ["scratch", "dent"]
+
+    def __call__(self, image):
+        return Detections.empty()
+
+
+def _dataset(tmp_path, names=("scratch", "dent"), label="0 0.5 0.5 0.2 0.2\n", corrupt=False):
+    import cv2
+
+    (tmp_path / "images" / "val").mkdir(parents=True)
+    (tmp_path / "labels" / "val").mkdir(parents=True)
+    img = tmp_path / "images" / "val" / "a.png"
+    if corrupt:
+        img.write_bytes(b"not a png")
+    else:
+        cv2.imwrite(str(img), np.zeros((32, 32, 3), np.uint8))
+    (tmp_path / "labels" / "val" / "a.txt").write_text(label)
+    (tmp_path / "data.yaml").write_text(f"path: {tmp_path}\nval: images/val\nnames: {list(names)}\n")
+    return tmp_path / "data.yaml"
+
+
+def test_bad_data_is_named_with_file_and_line(tmp_path):
+    from defectgate.errors import BundleError, DatasetError
+
+    with pytest.raises(DatasetError, match=r"a\.txt:2: class id 7 is outside 0\.\.1"):
+        ev.collect(_NoModel(), _dataset(tmp_path / "1", label="0 0.5 0.5 0.1 0.1\n7 0.5 0.5 0.1 0.1\n"), "val")
+    with pytest.raises(DatasetError, match=r"a\.txt:1: expected 'class cx cy w h'"):
+        ev.collect(_NoModel(), _dataset(tmp_path / "2", label="0 0.5 0.5\n"), "val")
+    with pytest.raises(DatasetError, match=r"a\.png: image cannot be read"):
+        ev.collect(_NoModel(), _dataset(tmp_path / "3", corrupt=True), "val")
+    with pytest.raises(BundleError, match="differ from"):
+        ev.collect(_NoModel(), _dataset(tmp_path / "4", names=("dent", "scratch")), "val")
+    with pytest.raises(DatasetError, match="split 'test' is not defined"):
+        ev.collect(_NoModel(), _dataset(tmp_path / "5"), "test")
+
+
+def test_empty_label_files_are_ok_parts(tmp_path):
+    results, names = ev.collect(_NoModel(), _dataset(tmp_path, label=""), "val")
+    assert names == ["scratch", "dent"] and len(results[0].gt_cls) == 0

@@ -354,7 +354,8 @@ def write_plots(out: Path, names: list[str], curves: dict, sweep: dict, cm: np.n
         if len(rec):
             ax.plot(rec, np.flip(np.maximum.accumulate(np.flip(prec))), label=name)
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="PR curves at IoU 0.5")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     files["pr_curves"] = _save(fig, out / "pr_curves.png")
 
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
