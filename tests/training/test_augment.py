@@ -48,6 +48,9 @@ def test_boxes_follow_the_defect_through_ultralytics_wrapper(extra):
     """A white rectangle labelled as a box: after the pipeline (inside ultralytics' Albumentations
     wrapper, as in training) the returned box still frames the white pixels."""
     pytest.importorskip("ultralytics")
+    from defectgate_training.ultra import ultralytics
+
+    ultralytics()  # offline settings before ultralytics reads them at import
     from ultralytics.data.augment import Albumentations
     from ultralytics.utils.instance import Instances
 

@@ -14,7 +14,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--data", help="dataset yaml: parity images, class check, threshold calibration")
     p.add_argument("--imgsz", type=int, help="input size (default: the training size)")
     p.add_argument("--half", action="store_true", help="FP16 weights (float32 input/output kept)")
-    p.add_argument("--int8", action="store_true", help="INT8 QDQ for CPU stations (ONNX Runtime static quantization)")
+    p.add_argument("--int8", action="store_true", help="also write OUT-int8: INT8 QDQ for CPU stations (ONNX Runtime static quantization)")
     p.add_argument("--calib", help="folder of images (or a dataset yaml) for INT8 calibration")
     p.add_argument("--calib-images", type=int, default=200, help="at most this many calibration images")
     p.add_argument("--target-escape", type=float, default=0.02, help="escape rate the thresholds are calibrated to")
