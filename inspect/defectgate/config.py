@@ -63,7 +63,7 @@ class EncoderSection(_Section):
     kind: str = Field("none", pattern="^(none|modbus)$")
     host: str = "127.0.0.1"
     port: int = Field(502, ge=1, le=65535)
-    register: int = Field(0, ge=0, le=65534, description="first of the two holding registers")
+    holding_register: int = Field(0, ge=0, le=65534, description="first of the two holding registers")
     unit: int = Field(1, ge=0, le=255)
     word_order: str = Field("low_first", pattern="^(low_first|high_first)$")
 

@@ -16,6 +16,7 @@ frame, and every frame (hence every part) is judged exactly once.
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import os
 import sys
@@ -104,14 +105,24 @@ class Inspector:
         )
 
 
+HISTORY_PARTS = 50_000  # per-part detail kept for the report; older parts are folded into counters
+
+
 @dataclass
 class RunStats:
-    """What happened on the line, for the report. Truth is kept only for reporting."""
+    """What happened on the line, for the report. Truth is kept only for reporting. A station runs
+    for months: per-part detail is kept for the most recent HISTORY_PARTS parts only, older parts
+    are folded into `folded` counters (memory stays flat; see docs/performance.md, soak)."""
 
-    captured: dict[int, bool | None] = field(default_factory=dict)  # part -> truth NG
-    verdicts: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200_000))
-    fired: dict[int, float] = field(default_factory=dict)  # part -> fire time
-    fire_errors_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=100_000))
+    captured: dict[int, bool | None] = field(default_factory=dict)  # part -> truth NG (recent window)
+    judged: dict[int, None] = field(default_factory=dict)  # parts with a verdict (recent window, ordered)
+    verdicts: collections.deque = field(default_factory=lambda: collections.deque(maxlen=10_000))
+    fired: dict[int, float] = field(default_factory=dict)  # part -> fire time (recent window)
+    fire_errors_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=10_000))
+    folded: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("parts", "truth_known", "ng_truth", "rejected", "escapes", "overkills", "unjudged"), 0))
+    verdicts_total: int = 0
+    verdict_ng_total: int = 0
     frames: int = 0
     actuator_failures: int = 0
     frames_dropped: int = 0
@@ -122,6 +133,30 @@ class RunStats:
     swaps: int = 0
     t_start: float = 0.0
     t_end: float = 0.0
+
+    @property
+    def parts_total(self) -> int:
+        return self.folded["parts"] + len(self.captured)
+
+    def fold(self, keep: int = HISTORY_PARTS) -> None:
+        """Fold the oldest parts beyond `keep` into the counters (they are long fired or passed)."""
+        excess = len(self.captured) - keep
+        if excess <= 0:
+            return
+        c = self.folded
+        for part in list(itertools.islice(self.captured, excess)):
+            truth = self.captured.pop(part)
+            fired = self.fired.pop(part, None) is not None
+            c["parts"] += 1
+            c["rejected"] += fired
+            if part not in self.judged:
+                c["unjudged"] += 1
+            self.judged.pop(part, None)
+            if truth is not None:
+                c["truth_known"] += 1
+                c["ng_truth"] += bool(truth)
+                c["escapes"] += bool(truth) and not fired
+                c["overkills"] += (not truth) and fired
 
 
 @dataclass
@@ -388,7 +423,13 @@ class Station:
                 verdict.outcome, verdict.failsafe = Outcome.NG, True
             verdict.reasons.append("deadline_missed")
         with self._lock:
-            self.stats.verdicts.append(verdict)
+            st = self.stats
+            st.verdicts.append(verdict)
+            st.judged[verdict.part_id] = None
+            st.verdicts_total += 1
+            st.verdict_ng_total += verdict.is_ng
+            if st.verdicts_total % 1000 == 0:
+                st.fold()
         if self.archive is not None:
             self.archive.submit(verdict, image)
         if self.telemetry is not None:

@@ -18,22 +18,25 @@ def _pct(values: list[float], q: float) -> float | None:
 def line_report(stats: RunStats, backend: str = "", model_version: str = "", alarm=None, source=None) -> dict:
     captured = stats.captured
     fired = set(stats.fired)
+    folded = stats.folded
     truth_known = {p: t for p, t in captured.items() if t is not None}
-    ng_truth = sum(1 for t in truth_known.values() if t)
-    escapes = sum(1 for p, t in truth_known.items() if t and p not in fired)
-    overkills = sum(1 for p, t in truth_known.items() if not t and p in fired)
-    judged = {v.part_id for v in stats.verdicts}
-    lat = [v.latency_ms for v in stats.verdicts]
+    any_truth = bool(truth_known) or folded["truth_known"] > 0
+    ng_truth = sum(1 for t in truth_known.values() if t) + folded["ng_truth"]
+    escapes = sum(1 for p, t in truth_known.items() if t and p not in fired) + folded["escapes"]
+    overkills = sum(1 for p, t in truth_known.items() if not t and p in fired) + folded["overkills"]
+    judged = set(stats.judged) | {v.part_id for v in stats.verdicts}
+    unjudged = len(set(captured) - judged) + folded["unjudged"]
+    lat = [v.latency_ms for v in stats.verdicts]  # the most recent verdicts (bounded window)
     wall = max(stats.t_end - stats.t_start, 1e-9)
     return {
-        "parts": len(captured),
-        "ng_truth": ng_truth if truth_known else None,
-        "rejected": len(fired & set(captured)),
-        "escapes": escapes if truth_known else None,
-        "overkills": overkills if truth_known else None,
-        "verdict_ng": sum(1 for v in stats.verdicts if v.is_ng),
-        "missed_deadlines": stats.late_decisions + len(set(captured) - judged),
-        "unjudged_parts": len(set(captured) - judged),
+        "parts": stats.parts_total,
+        "ng_truth": ng_truth if any_truth else None,
+        "rejected": len(fired & set(captured)) + folded["rejected"],
+        "escapes": escapes if any_truth else None,
+        "overkills": overkills if any_truth else None,
+        "verdict_ng": stats.verdict_ng_total,
+        "missed_deadlines": stats.late_decisions + unjudged,
+        "unjudged_parts": unjudged,
         "frames_dropped": stats.frames_dropped,
         "inference_failures": stats.inference_failures,
         "actuator_failures": stats.actuator_failures,
@@ -46,7 +49,7 @@ def line_report(stats: RunStats, backend: str = "", model_version: str = "", ala
         "latency_ms": {"p50": _pct(lat, 50), "p99": _pct(lat, 99), "max": _pct(lat, 100)},
         "fire_error_ms": {"p50": _pct([abs(e) for e in stats.fire_errors_ms], 50),
                           "p99": _pct([abs(e) for e in stats.fire_errors_ms], 99)},
-        "fps": round(len(stats.verdicts) / wall, 2),
+        "fps": round(stats.verdicts_total / wall, 2),
         "wall_s": round(wall, 2),
         "backend": backend,
         "model_version": model_version,

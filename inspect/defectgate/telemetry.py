@@ -114,8 +114,8 @@ class Telemetry:
         s = st.stats
         alarm = st.alarm
         return {
-            "station": self.station_name, "state": "running", "parts": len(s.captured), "frames": s.frames,
-            "verdicts": len(s.verdicts), "rejected": len(s.fired), "frames_dropped": s.frames_dropped,
+            "station": self.station_name, "state": "running", "parts": s.parts_total, "frames": s.frames,
+            "verdicts": s.verdicts_total, "rejected": len(s.fired) + s.folded["rejected"], "frames_dropped": s.frames_dropped,
             "missed_deadlines": s.late_decisions, "missed_fires": s.missed_fires,
             "actuator_failures": s.actuator_failures, "inference_failures": s.inference_failures,
             "alarm": sorted(alarm.active) if alarm is not None else [], "model_version": st.inspector.version,

@@ -40,3 +40,29 @@ def test_bench_refuses_bad_arguments(tmp_path):
     res = subprocess.run([sys.executable, "-m", "defectgate.cli", "bench", "--model", str(tmp_path / "nope")],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "model bundle not found" in res.stderr
+
+
+def test_old_parts_fold_into_counters_and_the_report_still_adds_up():
+    """A long run keeps per-part detail for recent parts only (flat memory in the soak); the line
+    report must give the same totals as if nothing had been folded."""
+    from defectgate.pipeline import RunStats
+    from defectgate.report import line_report
+
+    def run(fold_every: int | None) -> dict:
+        s = RunStats()
+        for part in range(300):
+            truth = part % 3 == 0  # every third part really NG
+            s.captured[part] = truth
+            if part % 7 != 0:  # every seventh part never got a verdict (dropped frame)
+                s.judged[part] = None
+            if truth or part % 10 == 0:  # rejects: all true NG (some judged, some fail-safe) + overkills
+                s.fired[part] = float(part)
+            if fold_every and part % fold_every == 0:
+                s.fold(keep=25)
+        s.t_end = 1.0
+        return line_report(s)
+
+    full, folded = run(None), run(50)
+    for key in ("parts", "ng_truth", "rejected", "escapes", "overkills", "unjudged_parts", "missed_deadlines"):
+        assert folded[key] == full[key], key
+    assert full["parts"] == 300 and full["escapes"] == 0 and full["overkills"] == 20

@@ -79,7 +79,7 @@ def test_encoder_counter_from_the_plc_unwraps_and_survives_a_dead_link():
 
     plc = PlcServer(free_port()).start()
     try:
-        enc = open_encoder(EncoderSection(kind="modbus", host="127.0.0.1", port=plc.port, register=10),
+        enc = open_encoder(EncoderSection(kind="modbus", host="127.0.0.1", port=plc.port, holding_register=10),
                            ConveyorSection(encoder_ticks_per_mm=4.0))
         plc.set_counter(10, 0xFFFFFFF0)  # just before the 32-bit rollover
         start = enc()

@@ -74,4 +74,4 @@ def open_encoder(cfg: EncoderSection, conveyor: ConveyorSection) -> Callable[[],
     if conveyor.encoder_ticks_per_mm is None:
         raise ConfigError("source.encoder.kind = modbus needs conveyor.encoder_ticks_per_mm (encoder ticks per mm "
                           "of belt travel)")
-    return ModbusEncoder(cfg.host, cfg.port, cfg.register, cfg.unit, conveyor.encoder_ticks_per_mm, cfg.word_order)
+    return ModbusEncoder(cfg.host, cfg.port, cfg.holding_register, cfg.unit, conveyor.encoder_ticks_per_mm, cfg.word_order)
