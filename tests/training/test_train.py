@@ -91,7 +91,9 @@ def test_resume_continues_an_interrupted_run(synth_data, tmp_path):
     with pytest.raises(_Interrupted):
         train(cfg, callbacks={"on_fit_epoch_end": crash_after_first_epoch})
     assert (run / "weights" / "last.pt").is_file() and not (run / "run.json").exists()
-    result = train(cfg, resume=True)
-    assert result.metrics["epochs_done"] == 2
+    from defectgate.cli import main
+
+    assert main(["train", "--resume", "--out", str(run)]) == 0  # the config comes from run/config.yaml
+    assert json.loads((run / "run.json").read_text())["epochs_done"] == 2
     epochs = [json.loads(line)["epoch"] for line in (run / "epochs.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]  # the log keeps epoch 1 from before the crash and adds epoch 2

@@ -13,7 +13,9 @@ rate not higher than current's + overkill tolerance. The first candidate is prom
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import shutil
@@ -148,13 +150,28 @@ def comparison_table(cand: dict, cur: dict | None, tol_escape: float, tol_overki
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _locked(root: Path):
+    """One writer at a time (two CI jobs promoting at once would race for the next version)."""
+    with open(root / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def promote(candidate: str | Path, registry: str | Path, data: str | Path, split: str = "val",
             tol_escape: float = 0.0, tol_overkill: float = 0.01, backend: str = "onnxruntime",
             force: bool = False) -> GateDecision:
+    root = open_registry(registry, create=True)
+    with _locked(root):
+        return _promote(root, Path(candidate), data, split, tol_escape, tol_overkill, backend, force)
+
+
+def _promote(root: Path, candidate: Path, data, split, tol_escape, tol_overkill, backend, force) -> GateDecision:
     from .evaluate import evaluate_model
 
-    root = open_registry(registry, create=True)
-    candidate = Path(candidate)
     cand_eval = evaluate_model(candidate, data, split, target_escape=None, backend=backend)
     cur_version = current_version(root)
     cur_eval = None
@@ -185,6 +202,11 @@ def promote(candidate: str | Path, registry: str | Path, data: str | Path, split
 def rollback(registry: str | Path, to: str | None = None) -> tuple[str | None, str]:
     """Point `current` at `to`, or at the version that was current before the present one."""
     root = open_registry(registry)
+    with _locked(root):
+        return _rollback(root, to)
+
+
+def _rollback(root: Path, to: str | None) -> tuple[str | None, str]:
     cur = current_version(root)
     if to is None:
         promoted = [e["version"] for e in history(root) if e.get("event") in ("promoted", "rollback") and e.get("version")]

@@ -38,9 +38,15 @@ def main(argv: list[str]) -> int:
     a = p.parse_args(argv)
     from ..train import load_train_config, train
 
+    config = a.config
+    if a.resume and not config:  # `--resume --out DIR` continues with the config that DIR was trained with
+        from pathlib import Path
+
+        saved = Path(a.out or "runs/train") / "config.yaml"
+        config = str(saved) if saved.is_file() else None
     overrides = {k: getattr(a, k) for k in ("data", "model", "epochs", "imgsz", "batch", "seed", "workers", "device", "augment", "out")}
     overrides.update(parse_set(a.set))
-    cfg = load_train_config(a.config, overrides)
+    cfg = load_train_config(config, overrides)
     result = train(cfg, resume=a.resume)
     m = result.metrics
     print(f"best weights: {result.best}")
