@@ -259,10 +259,15 @@ def _training_facts(weights: Path, data: str | None, train_args: dict) -> dict:
         facts.update({"data_fingerprint": run.get("data", {}).get("sha256"), "images": run.get("data", {}).get("images"),
                       "train_seconds": run.get("train_seconds"), "device": run.get("device"),
                       "epochs_done": run.get("epochs_done"), "augment": run.get("augment"),
-                      "val_map50_ultralytics": run.get("map50"), "val_map50_95_ultralytics": run.get("map50_95")})
+                      "val_map50_ultralytics": run.get("map50"), "val_map50_95_ultralytics": run.get("map50_95"),
+                      "data_fingerprint_source": str(run_json)})
     elif data:
+        # The weights were moved out of their run folder: the training data is unknown here, so the
+        # fingerprint is of the export's --data and says so.
         fp = fingerprint(load_data_yaml(data))
-        facts.update({"data_fingerprint": fp["sha256"], "images": fp["images"]})
+        facts.update({"data_fingerprint": fp["sha256"], "images": fp["images"],
+                      "data_fingerprint_source": f"--data {data} (no run.json beside the weights)",
+                      "train_data": train_args.get("data")})
     return facts
 
 
