@@ -177,7 +177,7 @@ def export_openvino_int8(bundle_dir: str | Path, calib_dir: str | Path, out_dir:
         "nncf_version": nncf.__version__,
         "quantization": {"mode": mode, "preset": "mixed", "subset_size": subset,
                          "ignored_ops": len(ignored.names) if ignored is not None else 0},
-        "calibration": {"fingerprint": fingerprint, "images": len(calib), "folder": Path(calib_dir).name},
+        "calibration": {"fingerprint": fingerprint, "images": len(calib), "folder": f"{Path(calib_dir).name}:train" if _is_yaml(calib_dir) else Path(calib_dir).name},
         "source_metrics": dict(bundle.sidecar.metrics),
     }
     out = _write_ir_bundle(ov, quantized, bundle, Path(out_dir), precision="int8", engine_info=engine_info, metrics=metrics)
