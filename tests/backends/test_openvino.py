@@ -324,3 +324,13 @@ def test_accuracy_aware_mode_runs_when_ptq_loses_too_much(calib_dir, tmp_path):
     assert sc.metrics["agreement_fp32"] == pytest.approx(1.0, abs=1e-3)
     assert sc.metrics["agreement"] >= sc.metrics["agreement_ptq"] - 1e-5  # reverting layers never made it worse
     assert OpenVinoBackend(load_bundle(result.bundle_dir)).name == "openvino:CPU:int8"
+
+
+def test_calibration_from_a_dataset_yaml_uses_its_train_split_spread_out(tmp_path):
+    part_images(tmp_path / "images" / "train", 6)
+    part_images(tmp_path / "images" / "val", 2, seed=5)
+    (tmp_path / "data.yaml").write_text(
+        f"path: {tmp_path}\ntrain: images/train\nval: images/val\nnames:\n  0: scratch\n  1: dent\n  2: stain\n")
+    picked = int8._calibration_list(tmp_path / "data.yaml", allow_mixed_sizes=False, limit=3)
+    assert [p.name for p in picked] == ["part_000.png", "part_002.png", "part_004.png"]
+    assert [p.parent.name for p in int8._val_list(tmp_path / "data.yaml")] == ["val", "val"]
