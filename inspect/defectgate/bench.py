@@ -113,6 +113,9 @@ def worker_ours(bundle: str, frames_dir: str, backend: str, threads: int, fire_l
     images = [cv2.imread(str(p)) for p in sorted(Path(frames_dir).glob("*.png"))]
     b = load_bundle(bundle)
     clock = MonotonicClock()
+    # "openvino:bf16" / "openvino:f16": OpenVINO with that inference precision (bench only; a station
+    # config runs the backend's default, f32)
+    backend, _, ov_precision = backend.partition(":")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(None, [
             f"model.bundle={bundle}", f"model.backend={backend}", f"model.threads={threads}",
@@ -122,6 +125,10 @@ def worker_ours(bundle: str, frames_dir: str, backend: str, threads: int, fire_l
             "conveyor.belt_speed_mm_s=600", "conveyor.camera_to_ejector_mm=300",
         ])
         inspector = build_inspector(cfg, clock, b)
+        if ov_precision:
+            from .backends.openvino import OpenVinoBackend
+
+            inspector.backend = OpenVinoBackend(b, threads=threads, inference_precision=ov_precision)
         raw, step = [], []
         from .types import Frame
 
@@ -139,6 +146,8 @@ def worker_ours(bundle: str, frames_dir: str, backend: str, threads: int, fire_l
                 step.append((t2 - t1) * 1000)
         # pipelined: the threaded station judges the frames as fast as it can (no frame dropped)
         built = build_station(cfg, clock, source=MemorySource(images, clock))
+        if ov_precision:
+            built.station.inspector = inspector
         # fire for every part, whatever its verdict: the timing thread is measured under the full load
         resolve = built.station.scheduler.resolve
         built.station.scheduler.resolve = lambda part, reject, now: resolve(part, True, now)  # type: ignore[method-assign]
@@ -305,7 +314,10 @@ def run(bundle: Path, frames: int, backend: str, threads: int, rounds: int, weig
     names = {"ultra_onnx": ("ultralytics_ms_p50", "ultralytics+onnxruntime", "fp32"),
              "ultra_openvino": ("ultralytics_openvino_ms_p50", "ultralytics+openvino", "fp32"),
              "ultra_openvino_int8": ("ultralytics_openvino_int8_ms_p50", "ultralytics+openvino", "int8")}
+    compute = _openvino_cpu_default_precision()
     for key, (field, engine, precision) in names.items():
+        if key == "ultra_openvino" and compute not in ("", "f32"):
+            precision = f"fp32 weights, {compute} compute (OpenVINO's CPU default on this machine)"
         res = best(key, "ms_p50")
         if res is not None:
             result[field] = round(res["ms_p50"], 3)
@@ -317,6 +329,16 @@ def run(bundle: Path, frames: int, backend: str, threads: int, rounds: int, weig
         result["soak"] = _spawn(["soak", str(bundle), str(frames_dir), backend, str(threads), str(soak_minutes)],
                                 timeout=soak_minutes * 60 + 600)
     return result
+
+
+def _openvino_cpu_default_precision() -> str:
+    """What OpenVINO computes an FP32 model in when nobody asks (bf16 on CPUs with AVX512_BF16/AMX)."""
+    if not _has("openvino"):
+        return ""
+    import openvino as ov
+
+    hint = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
+    return hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
 
 
 def _has(module: str) -> bool:

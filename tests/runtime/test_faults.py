@@ -181,3 +181,17 @@ def test_every_example_station_config_loads():
     assert len(configs) >= 3
     for path in configs:
         load_config(path)  # raises ConfigError naming the key if an example drifted from the schema
+
+
+def test_replay_command_judges_every_recorded_frame(tiny_bundle, tmp_path):
+    folder = tmp_path / "recorded"
+    folder.mkdir()
+    for i in range(7):
+        cv2.imwrite(str(folder / f"p{i}.png"), np.full((72, 96, 3), 30 * i, np.uint8))
+    path = _config_file(tmp_path, tiny_bundle, "synthetic://conveyor?parts=1")
+    res = _cli("replay", "--config", str(path), "--source", f"file://{folder}", "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = __import__("json").loads(res.stdout[res.stdout.index("{"):])
+    assert report["parts"] == 7 and report["frames_dropped"] == 0 and report["archive"]["rows"] == 7
+    res = _cli("replay", "--config", str(path), "--source", "usb://0")
+    assert res.returncode == 2 and "replay reads file://" in res.stderr
