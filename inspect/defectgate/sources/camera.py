@@ -218,3 +218,6 @@ class CameraSource:
         self._thread.join(2.0)
         if self._cap is not None:
             self._cap.release()
+        close_encoder = getattr(self.encoder, "close", None)
+        if close_encoder is not None:
+            close_encoder()
