@@ -93,22 +93,29 @@ TARGET_ESCAPE ?= 0.02
 ESCAPE_TOL ?= 0.0
 OVERKILL_TOL ?= 0.01
 
+# Dataset increments exported by the QA app (make qa) are merged into DATA before training, so
+# reviewed rejects and missed defects flow back into the model; the merged set is what is trained,
+# evaluated and gated. QA_EXPORTS= (empty) trains on DATA alone.
+QA_EXPORTS ?= $(wildcard $(DEMO_DIR)/qa-exports/qa-v*)
+TRAIN_DATA = $(if $(strip $(QA_EXPORTS)),$(RETRAIN_DIR)/merged/data.yaml,$(DATA))
+
 data: setup
 	@test -f $(DATA) || $(DG) data synth --out $(patsubst %/,%,$(dir $(DATA))) --images $(SYNTH_IMAGES) --seed $(SEED)
 	$(DG) data validate $(DATA)
+	$(if $(strip $(QA_EXPORTS)),$(DG) data merge $(patsubst %/,%,$(dir $(DATA))) $(QA_EXPORTS) --out $(RETRAIN_DIR)/merged --overwrite && $(DG) data validate $(TRAIN_DATA),@echo "no QA exports to merge")
 
 train: setup
-	$(DG) train --config $(TRAIN_CONFIG) --data $(DATA) --epochs $(EPOCHS) --imgsz $(IMGSZ) --seed $(SEED) --out $(RETRAIN_DIR)/train
+	$(DG) train --config $(TRAIN_CONFIG) --data $(TRAIN_DATA) --epochs $(EPOCHS) --imgsz $(IMGSZ) --seed $(SEED) --out $(RETRAIN_DIR)/train
 
 evaluate: setup
-	$(DG) evaluate --model $(RETRAIN_DIR)/train/weights/best.pt --data $(DATA) --split val --target-escape $(TARGET_ESCAPE) \
+	$(DG) evaluate --model $(RETRAIN_DIR)/train/weights/best.pt --data $(TRAIN_DATA) --split val --target-escape $(TARGET_ESCAPE) \
 		--json $(RETRAIN_DIR)/eval-pt.json --plots $(RETRAIN_DIR)/plots
 
 export: setup
-	$(DG) export --weights $(RETRAIN_DIR)/train/weights/best.pt --data $(DATA) --out $(RETRAIN_DIR)/bundle --target-escape $(TARGET_ESCAPE)
+	$(DG) export --weights $(RETRAIN_DIR)/train/weights/best.pt --data $(TRAIN_DATA) --out $(RETRAIN_DIR)/bundle --target-escape $(TARGET_ESCAPE)
 
 promote: setup
-	$(DG) promote $(RETRAIN_DIR)/bundle --registry $(REGISTRY) --data $(DATA) --split val \
+	$(DG) promote $(RETRAIN_DIR)/bundle --registry $(REGISTRY) --data $(TRAIN_DATA) --split val \
 		--escape-tolerance $(ESCAPE_TOL) --overkill-tolerance $(OVERKILL_TOL)
 	$(DG) promote --registry $(REGISTRY) --status
 
