@@ -19,10 +19,17 @@ export MPLBACKEND := Agg
 
 # --- demo settings (small enough for a 2-core CPU in a few minutes) ---
 DEMO_DIR ?= runs/demo
-DEMO_IMAGES ?= 600
-DEMO_EPOCHS ?= 12
+DEMO_IMAGES ?= 800
+DEMO_EPOCHS ?= 14
 DEMO_IMGSZ ?= 192
 DEMO_PARTS ?= 240
+# A from-scratch model gets ~14 short epochs here, so the demo trains the way that converged fastest in
+# our measurements on the synthetic parts: ultralytics' built-in augmentation only (the photometric
+# `inspection` preset slowed early learning: 10 % vs 63 % of NG parts caught after 12 epochs), one
+# warm-up epoch, mosaic off for the last 3, validation only at the end. Thresholds are calibrated on
+# the val split to a 10 % escape rate: a 3-minute model cannot reach 2 % without rejecting most parts.
+DEMO_TRAIN_ARGS ?= --augment none --set hyp.warmup_epochs=1 --set hyp.close_mosaic=3 --set hyp.val=false
+DEMO_TARGET_ESCAPE ?= 0.10
 
 .PHONY: help setup demo test test-fast bench qa engine data train evaluate export promote retrain clean
 
@@ -46,8 +53,8 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(DG) data synth --out $(DEMO_DIR)/data --images $(DEMO_IMAGES) --seed 0
-	$(DG) train --data $(DEMO_DIR)/data/data.yaml --epochs $(DEMO_EPOCHS) --imgsz $(DEMO_IMGSZ) --out $(DEMO_DIR)/train --seed 0
-	$(DG) export --weights $(DEMO_DIR)/train/weights/best.pt --data $(DEMO_DIR)/data/data.yaml --out $(DEMO_DIR)/bundle
+	$(DG) train --data $(DEMO_DIR)/data/data.yaml --epochs $(DEMO_EPOCHS) --imgsz $(DEMO_IMGSZ) --out $(DEMO_DIR)/train --seed 0 $(DEMO_TRAIN_ARGS)
+	$(DG) export --weights $(DEMO_DIR)/train/weights/best.pt --data $(DEMO_DIR)/data/data.yaml --out $(DEMO_DIR)/bundle --target-escape $(DEMO_TARGET_ESCAPE)
 	$(DG) run --config configs/demo-station.yaml --set model.bundle=$(DEMO_DIR)/bundle --set source.uri="synthetic://conveyor?parts=$(DEMO_PARTS)&seed=1" --set station.run_dir=$(DEMO_DIR)/station
 
 test: setup
