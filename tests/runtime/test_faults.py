@@ -195,3 +195,23 @@ def test_replay_command_judges_every_recorded_frame(tiny_bundle, tmp_path):
     assert report["parts"] == 7 and report["frames_dropped"] == 0 and report["archive"]["rows"] == 7
     res = _cli("replay", "--config", str(path), "--source", "usb://0")
     assert res.returncode == 2 and "replay reads file://" in res.stderr
+
+
+def test_camera_unplugged_mid_run_raises_the_alarm_and_the_line_resumes(tiny_bundle, tmp_path):
+    from test_sources import _opener
+
+    from defectgate.clock import MonotonicClock
+    from defectgate.config import SourceSection
+    from defectgate.sources.camera import CameraSource
+
+    frame = np.full((48, 64, 3), 60, np.uint8)  # the test camera's own size (it streams 48x64 afterwards)
+    opener, world = _opener([frame] * 10 + ["unplug"] + [frame] * 10)
+    cfg = station_cfg(tiny_bundle, tmp_path, "usb://0", ALL_OK, "pipeline.max_parts=40", "pipeline.watchdog_s=0.2")
+    camera = CameraSource(SourceSection(uri="usb://0", reconnect_backoff_s=0.3, reconnect_backoff_max_s=0.6),
+                          MonotonicClock(), opener=opener)
+    built = build_station(cfg, source=camera)
+    stats = built.station.run()
+    built.close()
+    assert camera.disconnects == 1 and camera.reconnects == 1
+    assert built.alarm.raised.get("camera_lost") == 1 and not built.alarm.on, "raised while unplugged, cleared after"
+    assert len(stats.captured) == 40 and stats.inference_failures == 0
