@@ -8,24 +8,34 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
+
+from .sdnotify import SystemdNotifier
 
 log = logging.getLogger(__name__)
 
 
 class Watchdog:
-    def __init__(self, station: Any, alarm: Any, stall_s: float, capture_stall_s: float | None = None):
+    def __init__(self, station: Any, alarm: Any, stall_s: float, capture_stall_s: float | None = None,
+                 notifier: SystemdNotifier | None = None):
         self.station, self.alarm = station, alarm
+        # under systemd (Type=notify, WatchdogSec) the watchdog pings only while no condition holds,
+        # so a stalled line gets restarted by systemd as well as raising the alarm output
+        self.notifier = notifier if notifier is not None else SystemdNotifier()
         self.stall_s, self.capture_stall_s = stall_s, capture_stall_s
         self.stalls: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
         self._period = max(0.02, min(stall_s / 4, 0.25))
+        self._last_ping = float("-inf")
 
     def start(self) -> None:
+        self.notifier.ready(f"inspecting {getattr(self.station.source, 'uri', '')}")
         self._thread.start()
 
     def stop(self) -> None:
+        self.notifier.stopping()
         self._stop.set()
         self._thread.join(2.0)
 
@@ -61,3 +71,7 @@ class Watchdog:
                 if self.alarm is not None:
                     self.alarm.clear(cond)
             active = set(now_active)
+            interval = self.notifier.watchdog_interval_s
+            if not active and interval is not None and time.monotonic() - self._last_ping >= interval:
+                self.notifier.watchdog()
+                self._last_ping = time.monotonic()
