@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ import numpy as np
 from .bundle import Bundle, load_bundle, sha256_file, write_sidecar
 from .errors import BackendError, BundleError, DatasetError, require
 from .preprocess import Preprocessor
+from .staging import staged_dir
 
 log = logging.getLogger(__name__)
 
@@ -317,8 +316,7 @@ def _write_engine_bundle(bundle: Bundle, engine: bytes, out: Path, precision: st
     if out == bundle.root.resolve():
         raise BundleError(f"{out}: write the engine bundle to its own folder, not over the ONNX bundle")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with staged_dir(out) as tmp:
         (tmp / "model.engine").write_bytes(engine)
         src = bundle.sidecar
         sidecar = src.model_copy(update={
@@ -330,10 +328,4 @@ def _write_engine_bundle(bundle: Bundle, engine: bytes, out: Path, precision: st
             "versions": {**src.versions, "tensorrt": engine_info["tensorrt_version"]},
         })
         write_sidecar(tmp, sidecar)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -16,13 +16,13 @@ import datetime as dt
 import json
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from defectgate.errors import BundleError, DefectgateError
+from defectgate.staging import staged_dir
 
 from .datayaml import fingerprint, load_data_yaml, split_images
 from .train import tool_versions
@@ -271,21 +271,6 @@ def _training_facts(weights: Path, data: str | None, train_args: dict) -> dict:
     return facts
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished bundle into place; an existing bundle at `out` is replaced as a whole."""
-    old = None
-    if out.exists():
-        if not (out / "model.json").is_file() and any(out.iterdir()):
-            raise BundleError(f"{out}: exists and is not a bundle folder; choose another --out")
-        old = out.with_name(f".{out.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def export_bundle(weights: str | Path, out: str | Path, data: str | None = None, imgsz: int | None = None,
                   half: bool = False, parity_images: int = 8, calibrate: bool = True,
                   target_escape: float = 0.02, split: str = "val", opset: int = 17) -> ExportResult:
@@ -299,10 +284,9 @@ def export_bundle(weights: str | Path, out: str | Path, data: str | None = None,
             raise BundleError(f"{weights}: model classes {names} differ from {spec.yaml_path} classes {spec.names}")
     imgsz = int(imgsz or train_args.get("imgsz") or 640)
     precision = "fp16" if half else "fp32"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is read by the station user too
-    try:
+    if out.exists() and not (out / "model.json").is_file() and any(out.iterdir()):
+        raise BundleError(f"{out}: exists and is not a bundle folder; choose another --out")
+    with staged_dir(out) as tmp:
         shutil.copyfile(weights, tmp / "model.pt")
         U = ultralytics()
         exported = Path(U.YOLO(str(tmp / "model.pt")).export(format="onnx", imgsz=imgsz, opset=opset, simplify=True,
@@ -332,10 +316,6 @@ def export_bundle(weights: str | Path, out: str | Path, data: str | None = None,
             sidecar["class_thresholds"] = evaluation["thresholds"]
             sidecar["metrics"] = metrics_for_sidecar(evaluation)
         write_json(tmp / "model.json", sidecar)
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return ExportResult(out, sidecar, parity, evaluation)
 
 

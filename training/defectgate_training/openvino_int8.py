@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from defectgate.engine_build import (IMAGE_SUFFIXES, calibration_fingerprint, ca
 from defectgate.errors import BundleError, DatasetError, require
 from defectgate.postprocess import decode
 from defectgate.preprocess import Preprocessor
+from defectgate.staging import staged_dir
 from defectgate.types import Detections
 
 log = logging.getLogger(__name__)
@@ -272,8 +272,7 @@ def _write_ir_bundle(ov: Any, model: Any, bundle: Bundle, out: Path, precision: 
     if out == bundle.root.resolve():
         raise BundleError(f"{out}: write the OpenVINO bundle to its own folder, not over the source bundle")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with staged_dir(out) as tmp:
         xml = tmp / "model.xml"
         ov.save_model(model, str(xml), compress_to_fp16=False)
         src: Sidecar = bundle.sidecar
@@ -284,11 +283,5 @@ def _write_ir_bundle(ov: Any, model: Any, bundle: Bundle, out: Path, precision: 
             "versions": {**src.versions, "openvino": ov.__version__},
         })
         write_sidecar(tmp, sidecar)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("wrote %s OpenVINO bundle %s", precision.upper(), out)
     return out

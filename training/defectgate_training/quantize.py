@@ -13,14 +13,13 @@ import hashlib
 import json
 import logging
 import re
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from defectgate.errors import BundleError, DatasetError
+from defectgate.staging import staged_dir
 
 from .datayaml import IMAGE_SUFFIXES, load_data_yaml, split_images
 
@@ -89,10 +88,7 @@ def quantize_bundle(bundle_dir: str | Path, calib: str | Path, out: str | Path, 
             return None
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
+    with staged_dir(out) as tmp:
         prepped = tmp / "prep.onnx"
         quant_pre_process(str(src.model_path), str(prepped), skip_symbolic_shape=True)
         excluded = head_nodes(onnx.load(str(prepped)))
@@ -114,12 +110,6 @@ def quantize_bundle(bundle_dir: str | Path, calib: str | Path, out: str | Path, 
                 "seconds": round(time.monotonic() - t0, 1)}},
         })
         (tmp / "model.json").write_text(json.dumps(sidecar, indent=2) + "\n")
-        from .export import _replace_dir
-
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     result = {"bundle": str(out), "calibration_images": len(images), "float_nodes": len(excluded)}
     if compare:
         result.update(compare_precisions(src.root, out, data))

@@ -3,12 +3,9 @@ problems, write data.yaml/manifest.json, and build a new dataset atomically (tem
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +13,11 @@ from typing import Iterator
 
 import yaml
 
+from defectgate import staging
 from defectgate.errors import DatasetError
 
 from ..datayaml import IMAGE_SUFFIXES, DataSpec, label_path_for, load_data_yaml
+from defectgate.bundle import sha256_file as file_sha256  # one hashing helper for bundles and images
 
 __all__ = [
     "IMAGE_SUFFIXES", "DataSpec", "label_path_for", "load_data_yaml", "Problem", "LabelRow",
@@ -163,14 +162,6 @@ def list_dataset(spec: DataSpec) -> list[Item]:
     return items
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def unique_name(stem: str, suffix: str, taken: set[str]) -> str:
     """`stem+suffix`, or `stem_2+suffix`... when the stem is taken (a.png and a.jpg would share
     the label file a.txt, so uniqueness is by stem)."""
@@ -203,20 +194,8 @@ def staged_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
         raise DatasetError(f"{final} exists and is not a folder; choose another output")
     if final.exists() and any(final.iterdir()) and not overwrite:
         raise DatasetError(f"{final} already exists and is not empty; choose another output or pass --overwrite")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
+    with staging.staged_dir(final) as tmp:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if final.exists():
-        old = final.parent / f".{final.name}.old-{os.getpid()}"
-        os.rename(final, old)
-    os.rename(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_data_yaml(staging: Path, final: Path, names: list[str], splits: list[str]) -> Path:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from defectgate.bundle import sha256_file as file_sha256  # noqa: F401  (re-exported: one hashing helper)
 
 from .errors import QAError
 
@@ -23,11 +24,3 @@ def read_bgr(path: Path) -> np.ndarray:
 
 def bgr_to_rgb(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img[..., ::-1])
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
