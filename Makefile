@@ -83,6 +83,7 @@ bench: setup
 		--out runs/bench --json runs/bench/bench-$(BENCH_BACKEND).json $(BENCH_ARGS)
 
 qa: setup
+	@mkdir -p $(QA_LABEL_DIR)
 	$(DG) qa --archive $(DEMO_DIR)/station/archive --bundle $(DEMO_DIR)/bundle --exports $(DEMO_DIR)/qa-exports \
 		--label-dir $(QA_LABEL_DIR) --host $(QA_HOST) --port $(QA_PORT) $(QA_ARGS)
 
