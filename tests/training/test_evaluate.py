@@ -147,3 +147,27 @@ def test_bad_data_is_named_with_file_and_line(tmp_path):
 def test_empty_label_files_are_ok_parts(tmp_path):
     results, names = ev.collect(_NoModel(), _dataset(tmp_path, label=""), "val")
     assert names == ["scratch", "dent"] and len(results[0].gt_cls) == 0
+
+
+def test_calibration_spends_the_escape_budget_at_the_part_level():
+    """Parts with two defects are caught by either class: calibrating each class alone to the target
+    would over-deliver and reject good parts needlessly; the part-level target is what counts."""
+    rng = np.random.default_rng(2)
+    results = []
+    for s0, s1 in rng.uniform(0.05, 0.95, (100, 2)):  # NG parts holding a scratch and a dent
+        results.append(R([[0, 0, 10, 10], [20, 20, 30, 30]], [0, 1], [[0, 0, 10, 10], [20, 20, 30, 30]],
+                         [s0, s1], [0, 1]))
+    results += [R([], [], [[0, 0, 4, 4]], [s], [int(s * 10) % 2]) for s in rng.uniform(0.0, 0.6, 100)]
+    names = ["scratch", "dent"]
+    scores, ng = ev.part_scores(results, 2), np.array([True] * 100 + [False] * 100)
+    t = ev.calibrate(results, names, target_escape=0.05, default=0.25)
+    rates = ev.part_rates(scores, ng, np.array([t[n] for n in names]))
+    assert rates["escape_rate"] <= 0.05
+    # the naive per-class choice: each class alone lets 5 % of its parts through
+    naive = np.array([np.sort(scores[:, c][ng])[5] for c in range(2)])
+    naive_rates = ev.part_rates(scores, ng, naive)
+    assert naive_rates["escape_rate"] < 0.01  # over-delivers: a part escapes only if both classes miss
+    assert rates["overkill_rate"] < naive_rates["overkill_rate"]
+    # and no class is calibrated blind: each alone still catches at least half of its defects
+    for c, n in enumerate(names):
+        assert (scores[ng, c] >= t[n]).mean() >= 0.5
