@@ -27,7 +27,8 @@ DEMO_PARTS ?= 240
 # our measurements on the synthetic parts: ultralytics' built-in augmentation only (the photometric
 # `inspection` preset slowed early learning: 10 % vs 63 % of NG parts caught after 12 epochs), one
 # warm-up epoch, mosaic off for the last 3, validation only at the end. Thresholds are calibrated on
-# the val split to a 10 % escape rate: a 3-minute model cannot reach 2 % without rejecting most parts.
+# the val split to a 10 % part-level escape rate: a 6-minute model cannot reach 2 % without rejecting
+# most good parts.
 DEMO_TRAIN_ARGS ?= --augment none --set hyp.warmup_epochs=1 --set hyp.close_mosaic=3 --set hyp.val=false
 DEMO_TARGET_ESCAPE ?= 0.10
 
