@@ -83,6 +83,10 @@ class ModelSection(_Section):
     bundle: Path = Path("runs/demo/bundle")
     backend: BackendName = BackendName.auto
     threads: int = Field(0, ge=0, description="inference threads, 0 = engine default")
+    # OpenVINO only: precision of float layers. bf16 is what OpenVINO (and ultralytics' OpenVINO
+    # path) silently uses on CPUs with AVX512_BF16/AMX; it is faster, and cost 0.003-0.007 mAP50 on
+    # NEU-DET (docs/performance.md). f32 is exact.
+    compute_precision: str = Field("f32", pattern="^(f32|bf16|f16)$")
     # hot swap: poll the bundle folder (or a registry's `current` pointer) and load a new model
     # without stopping the line; 0 = off
     watch_s: float = Field(0.0, ge=0)

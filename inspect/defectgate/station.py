@@ -31,7 +31,7 @@ def build_inspector(cfg: StationConfig, clock: Clock, bundle: Bundle | None = No
         from .hotswap import resolve_bundle_path
 
         bundle = load_bundle(resolve_bundle_path(cfg.model.bundle))
-    backend = load_backend(bundle, cfg.model.backend.value, cfg.model.threads)
+    backend = load_backend(bundle, cfg.model.backend.value, cfg.model.threads, cfg.model.compute_precision)
     side = bundle.sidecar
     decision = build_decision(side.classes, side.conf_threshold, side.class_thresholds, cfg.decision.thresholds,
                               cfg.decision.roi, cfg.decision.min_area_px, cfg.decision.ignore_classes)
