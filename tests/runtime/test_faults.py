@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import make_bundle, station_cfg
+from station_helpers import make_bundle, station_cfg
 from defectgate.errors import BackendError
 from defectgate.station import build_station
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_bundle, station_cfg
+from station_helpers import make_bundle, station_cfg
 from defectgate.clock import MonotonicClock
 from defectgate.errors import BundleError
 from defectgate.hotswap import BundleWatcher, resolve_bundle_path

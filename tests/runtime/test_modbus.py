@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("pymodbus", reason="needs the [station] extra")
 
-from conftest import free_port, station_cfg  # noqa: E402
+from station_helpers import free_port, station_cfg  # noqa: E402
 from modbus_server import PlcServer  # noqa: E402
 
 from defectgate.actuators import open_actuator  # noqa: E402

@@ -12,7 +12,7 @@ import pytest
 
 mqtt = pytest.importorskip("paho.mqtt.client", reason="needs the [station] extra")
 
-from conftest import free_port, station_cfg  # noqa: E402
+from station_helpers import free_port, station_cfg  # noqa: E402
 from defectgate.station import build_station  # noqa: E402
 
 MOSQUITTO = shutil.which("mosquitto") or (

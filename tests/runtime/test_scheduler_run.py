@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import station_cfg
+from station_helpers import station_cfg
 from defectgate.clock import FakeClock
 from defectgate.scheduler import RejectScheduler
 from defectgate.station import build_station

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("prometheus_client", reason="needs the [station] extra")
 
-from conftest import station_cfg  # noqa: E402
+from station_helpers import station_cfg  # noqa: E402
 from defectgate.station import build_station  # noqa: E402
 
 

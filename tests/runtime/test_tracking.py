@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import station_cfg
+from station_helpers import station_cfg
 from defectgate.clock import MonotonicClock
 from defectgate.sources.synthetic import FreeRunConveyor
 from defectgate.station import build_station

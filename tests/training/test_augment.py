@@ -80,7 +80,7 @@ def test_boxes_follow_the_defect_through_ultralytics_wrapper(extra):
 def test_training_calls_the_pipeline_with_consistent_boxes(trained):
     """The probe appended to the pipeline ran inside the ultralytics dataloader during the 1-epoch
     run, on training-size images, and every box it saw was a valid normalised box."""
-    from conftest import BoxProbe
+    from box_probe import BoxProbe
 
     calls = BoxProbe.calls
     assert len(calls) >= 8  # one per training sample (24 images x 1 epoch, 80% train)

@@ -1,5 +1,6 @@
-"""Helpers for the backend tests: one tiny YOLO11n exported once to ONNX (random weights,
-seeded; parity between engines does not need trained weights), wrapped in a real bundle."""
+"""Test helpers shared by the backend and station tests: a tiny YOLO11n exported to ONNX (random
+weights, seeded; parity between engines and station plumbing do not need trained weights), wrapped
+in a real bundle."""
 
 from __future__ import annotations
 
@@ -17,14 +18,16 @@ IMGSZ = 64
 CLASSES = ["scratch", "dent", "stain"]
 
 
-def export_tiny_yolo(out_dir: Path) -> Path:
-    """YOLO11n from its YAML with 3 classes, exported to ONNX at IMGSZ (no downloads)."""
+def export_tiny_yolo(out_dir: Path, classes: list[str] = CLASSES, imgsz: int = IMGSZ,
+                     bn_batches: tuple[int, int] = (4, 4)) -> Path:
+    """YOLO11n from its YAML with len(classes) classes, exported to ONNX at `imgsz` (no downloads).
+    `bn_batches` = (how many, batch size) of random batches that re-estimate the BatchNorm statistics."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
     torch = pytest.importorskip("torch", reason="exporting the test model needs the [train] extra")
     ultralytics = pytest.importorskip("ultralytics", reason="exporting the test model needs the [train] extra")
     cfg = Path(ultralytics.__file__).parent / "cfg" / "models" / "11" / "yolo11.yaml"
-    text = cfg.read_text().replace("nc: 80", f"nc: {len(CLASSES)}")
+    text = cfg.read_text().replace("nc: 80", f"nc: {len(classes)}")
     yaml_path = out_dir / "yolo11n.yaml"  # the "n" in the name selects the nano scale
     yaml_path.write_text(text)
     torch.manual_seed(0)
@@ -39,11 +42,11 @@ def export_tiny_yolo(out_dir: Path) -> Path:
             module.momentum = None  # cumulative average over the batches below
     net.train()
     with torch.no_grad():
-        for _ in range(4):
-            net(torch.rand(4, 3, IMGSZ, IMGSZ))
+        for _ in range(bn_batches[0]):
+            net(torch.rand(bn_batches[1], 3, imgsz, imgsz))
     net.eval()
     with contextlib.chdir(out_dir):  # the export lands next to the YAML's name, i.e. in the cwd
-        onnx = model.export(format="onnx", imgsz=IMGSZ, opset=17, simplify=False, dynamic=False, verbose=False)
+        onnx = model.export(format="onnx", imgsz=imgsz, opset=17, simplify=False, dynamic=False, verbose=False)
     return (out_dir / onnx).resolve()
 
 
