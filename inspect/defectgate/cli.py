@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str | None, str]] = {
     "train": ("defectgate_training.commands.train", "train", "train a YOLO detector with ultralytics"),
     "evaluate": ("defectgate_training.commands.evaluate", "train", "mAP and part-level escape/overkill of a model"),
     "export": ("defectgate_training.commands.export", "train", "export a trained model to an ONNX bundle"),
+    "parity": ("defectgate_training.commands.parity", "train", "compare backends and precisions on the same images"),
     "promote": ("defectgate_training.commands.promote", "train", "gate a candidate bundle into the model registry"),
     "qa": ("defectgate_training.qa.app", "qa", "the QA review and labeling web app"),
 }
