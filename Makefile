@@ -130,5 +130,14 @@ promote: setup
 
 retrain: data train evaluate export promote
 
+# TensorRT engine for the GPU this runs on (a Jetson, or any NVIDIA GPU with TensorRT 10; needs the
+# [gpu] extra, or JetPack's TensorRT via deploy/jetson/setup.sh). Engines are tied to GPU and TensorRT
+# version, so build on the target. Default bundle: the registry's current model, else the demo's.
+ENGINE_BUNDLE ?= $(if $(wildcard $(REGISTRY)/current/model.json),$(REGISTRY)/current,$(DEMO_DIR)/bundle)
+PRECISION ?= fp16
+CALIB ?= $(DEMO_DIR)/data/images/train
+engine: setup
+	$(DG) engine build --bundle $(ENGINE_BUNDLE) --precision $(PRECISION) $(if $(filter int8,$(PRECISION)),--calib $(CALIB),)
+
 clean:
 	rm -rf runs .pytest_cache
