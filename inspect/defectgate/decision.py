@@ -61,6 +61,12 @@ class Decision:
     rules: list[Rule] = field(default_factory=list)
     class_names: Sequence[str] = ()
 
+    @property
+    def confidence_floor(self) -> float:
+        """The lowest confidence any rule can keep: decode need not produce boxes below it."""
+        floors = [float(r.thresholds.min()) for r in self.rules if isinstance(r, ClassThreshold)]
+        return max(floors) if floors else 0.0
+
     def keep(self, dets: Detections, image_hw: tuple[int, int]) -> np.ndarray:
         mask = np.ones(len(dets), bool)
         for rule in self.rules:

@@ -66,9 +66,7 @@ class Inspector:
         self._next = 0
         self.num_classes = len(side.classes)
         # decode at the lowest threshold any class uses; the decision rules apply the per-class ones
-        self.floor = float(min([side.conf_threshold, *side.class_thresholds.values()]))
-        if decision.rules and hasattr(decision.rules[0], "thresholds"):
-            self.floor = min(self.floor, float(decision.rules[0].thresholds.min()))
+        self.floor = decision.confidence_floor
         self.version = bundle.version
 
     # ---- the three stages (the Station runs them in three threads) ----

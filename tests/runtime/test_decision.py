@@ -42,3 +42,11 @@ def test_verdict_ng_with_reasons_and_ok_when_nothing_survives():
 def test_unknown_class_in_config_names_the_class():
     with pytest.raises(ConfigError, match="'scrach'"):
         build_decision(NAMES, 0.25, {}, {"scrach": 0.5})
+
+
+def test_confidence_floor_is_the_lowest_class_threshold_in_force():
+    d = build_decision(NAMES, 0.25, {"scratch": 0.6}, thresholds={"dent": 0.15})
+    assert d.confidence_floor == pytest.approx(0.15)  # crack keeps the bundle default 0.25
+    from defectgate.decision import Decision
+
+    assert Decision([]).confidence_floor == 0.0  # no threshold rule: decode everything
