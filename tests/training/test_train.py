@@ -27,6 +27,8 @@ def test_config_file_and_overrides(tmp_path):
     ("data: d.yaml\nhyp: {epochs: 3}\n", "hyp.epochs is a top-level setting"),
     ("data: d.yaml\naugment: {gamma: 2}\n", r"augment\.gamma"),
     ("data: [unclosed\n", "not valid YAML"),
+    ("data: d.yaml\nprecision: fp16\n", "key 'precision'"),
+    ("data: d.yaml\nhyp: {amp: false}\n", "hyp.amp is a top-level setting"),
 ])
 def test_bad_config_names_file_and_key(tmp_path, text, match):
     f = tmp_path / "bad.yaml"
@@ -97,3 +99,38 @@ def test_resume_continues_an_interrupted_run(synth_data, tmp_path):
     assert json.loads((run / "run.json").read_text())["epochs_done"] == 2
     epochs = [json.loads(line)["epoch"] for line in (run / "epochs.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]  # the log keeps epoch 1 from before the crash and adds epoch 2
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_refused_and_auto_falls_back(monkeypatch):
+    from defectgate_training import cpu_bf16
+    from defectgate_training.train import _precision_args
+
+    monkeypatch.setattr(cpu_bf16, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(ConfigError, match="precision: bf16 .* no native bf16"):
+        _precision_args("bf16", "cpu")
+    assert _precision_args("auto", "cpu") == {"amp": False}
+    assert _precision_args("fp32", "0") == {"amp": False} and _precision_args("auto", "0") == {"amp": "bf16"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision, dtype", [("bf16", "torch.bfloat16"), ("fp32", "torch.float32")])
+def test_cpu_training_runs_the_model_in_the_configured_precision(synth_data, tmp_path, precision, dtype):
+    """What the convolutions actually compute in during a CPU training step (not what a flag says)."""
+    pytest.importorskip("ultralytics")
+    from defectgate_training.cpu_bf16 import cpu_has_native_bf16
+    from defectgate_training.train import train
+
+    if precision == "bf16" and not cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bf16")
+    seen: set[str] = set()
+
+    def hook_first_conv(trainer):
+        conv = next(m for m in trainer.model.modules() if m.__class__.__name__ == "Conv2d")
+        conv.register_forward_hook(lambda mod, inp, out: seen.add(str(out.dtype)) if mod.training else None)
+
+    cfg = load_train_config(None, {"data": str(synth_data), "epochs": 1, "imgsz": 64, "batch": 8, "workers": 0,
+                                   "device": "cpu", "out": str(tmp_path / "run"), "augment": "none",
+                                   "precision": precision, "hyp": {"plots": False, "val": False}})
+    result = train(cfg, callbacks={"on_train_start": hook_first_conv})
+    assert seen == {dtype}
+    assert result.best.is_file()

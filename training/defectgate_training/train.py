@@ -18,7 +18,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 # ultralytics train arguments we own (set from TrainConfig fields); `hyp` may not override them.
 OWNED = {"data", "epochs", "imgsz", "batch", "seed", "workers", "device", "project", "name", "exist_ok",
-         "augmentations", "resume", "model"}
+         "augmentations", "resume", "model", "amp", "trainer"}
 
 
 class TrainConfig(BaseModel):
@@ -49,6 +49,9 @@ class TrainConfig(BaseModel):
     workers: int = Field(2, ge=0)
     device: str = "auto"
     augment: Any = "inspection"
+    # Training arithmetic. auto: bf16 autocast on a GPU, and on a CPU with native bf16 (AVX512_BF16/AMX:
+    # 1.75x faster per step on Zen 4, see cpu_bf16.py); fp32 elsewhere. bf16 on a CPU without it is refused.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     # Any other ultralytics train argument (fliplr, flipud, mosaic, hsv_v, cos_lr, lr0, close_mosaic,
     # cache, amp, patience, time, deterministic, plots, ...).
     hyp: dict[str, Any] = Field(default_factory=dict)
@@ -109,6 +112,22 @@ def resolve_device(device: str) -> str:
     return "0" if torch.cuda.is_available() else "cpu"
 
 
+def _precision_args(precision: str, device: str) -> dict[str, Any]:
+    """ultralytics train arguments for the configured arithmetic on this device."""
+    if device != "cpu":
+        # fp16 AMP would download yolo26n.pt for its self-check; bf16 skips it
+        return {"amp": False} if precision == "fp32" else {"amp": "bf16"}
+    from .cpu_bf16 import cpu_has_native_bf16, trainer_class
+
+    if precision == "fp32" or (precision == "auto" and not cpu_has_native_bf16()):
+        return {"amp": False}
+    if not cpu_has_native_bf16():
+        raise ConfigError("precision: bf16 asked for, but this CPU has no native bf16 (AVX512_BF16 or AMX); "
+                          "use precision: fp32 or auto")
+    log.info("CPU with native bf16: training in bf16 autocast (precision: fp32 turns it off)")
+    return {"amp": True, "trainer": trainer_class()}
+
+
 def _epoch_logger(jsonl: Path, t0: float):
     def on_fit_epoch_end(trainer) -> None:
         if trainer.epoch + 1 > trainer.epochs:  # ultralytics calls this once more after the final validation
@@ -152,7 +171,7 @@ def train(cfg: TrainConfig, resume: bool = False, extra_transforms: list | None 
         model.add_callback("on_fit_epoch_end", _epoch_logger(jsonl, t0))
         for event, fn in (callbacks or {}).items():
             model.add_callback(event, fn)
-        model.train(resume=True, workers=cfg.workers, device=device)
+        model.train(resume=True, workers=cfg.workers, device=device, **_precision_args(cfg.precision, device))
     else:
         if jsonl.exists():
             jsonl.unlink()
@@ -161,8 +180,7 @@ def train(cfg: TrainConfig, resume: bool = False, extra_transforms: list | None 
             "seed": cfg.seed, "deterministic": True, "workers": cfg.workers, "device": device,
             "project": str(run_dir.parent), "name": run_dir.name, "exist_ok": True, "verbose": True,
         }
-        if device != "cpu":
-            args["amp"] = "bf16"  # fp16 AMP would download yolo26n.pt for its self-check; bf16 skips it
+        args.update(_precision_args(cfg.precision, device))
         transforms = (aug.build_transforms(augment_cfg) or []) + list(extra_transforms or [])
         if transforms:
             args["augmentations"] = transforms
