@@ -40,6 +40,11 @@ class OnnxRuntimeBackend:
             self.session = ort.InferenceSession(str(bundle.model_path), sess_options=opts, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types; report them uniformly
             raise BackendError(f"{bundle.model_path}: onnxruntime could not load the model: {exc}") from exc
+        running = self.session.get_providers()[0]
+        if running != wanted[0]:  # ORT falls back to the next provider silently when one cannot start
+            raise BackendError(
+                f"{bundle.model_path}: onnxruntime could not start {wanted[0]} and fell back to {running}; "
+                "are the CUDA/cuDNN libraries onnxruntime-gpu needs on the library path? (docs/jetson.md)")
         inputs = self.session.get_inputs()
         expected = bundle.sidecar.input.name
         if inputs[0].name != expected:
