@@ -28,8 +28,19 @@ def test_perfect_detections_give_map_one_and_no_escapes():
     # 101-point interpolation ends at (recall 1, precision 0): a perfect class scores 0.995, as in ultralytics
     assert box["map50"] == pytest.approx(0.995, abs=1e-3) and box["map50_95"] == pytest.approx(0.995, abs=1e-3)
     rates = ev.part_rates(ev.part_scores(results, 2), np.array([True, True, False]), np.array([0.5, 0.5]))
-    assert rates == {"parts": 3, "ng_parts": 2, "ok_parts": 1, "escapes": 0, "overkills": 0,
-                     "escape_rate": 0.0, "overkill_rate": 0.0}
+    assert {k: v for k, v in rates.items() if not k.endswith("_ci95")} == {
+        "parts": 3, "ng_parts": 2, "ok_parts": 1, "escapes": 0, "overkills": 0, "escape_rate": 0.0, "overkill_rate": 0.0}
+    assert rates["escape_rate_ci95"][0] == 0.0 and rates["escape_rate_ci95"][1] > 0.5  # 0 of 2 proves little
+
+
+def test_rates_carry_a_95_percent_interval_that_narrows_with_more_parts():
+    # 0 escapes among 179 NG parts (docs/accuracy.md's hold-out half): up to ~2 % is still plausible
+    assert ev.wilson_interval(0, 179) == pytest.approx([0.0, 0.021], abs=5e-4)
+    lo, hi = ev.wilson_interval(9, 179)  # 5.0 %
+    assert lo < 9 / 179 < hi and (lo, hi) == pytest.approx((0.0266, 0.0927), abs=5e-4)
+    lo2, hi2 = ev.wilson_interval(90, 1790)
+    assert lo < lo2 < hi2 < hi
+    assert ev.wilson_interval(0, 0) is None
 
 
 def test_false_positive_ranked_first_halves_precision_and_ap():

@@ -9,7 +9,8 @@ Numbers:
   per-class AP50, AP50-95 and precision/recall at the operating threshold.
 - part level: an image is a part, NG when it has any ground-truth box. A part is rejected when any
   detection passes its class threshold. escape rate = NG parts not rejected / NG parts; overkill
-  rate = OK parts rejected / OK parts (null when the split has no OK parts).
+  rate = OK parts rejected / OK parts (null when the split has no OK parts), each with its 95 %
+  Wilson interval: on a few hundred parts a rate is uncertain by several points.
 - calibration: per-class thresholds so that on this split at most `target_escape` of the NG parts
   carrying that class would escape through that class's detections (the highest such threshold,
   which keeps overkill as low as that escape target allows).
@@ -247,7 +248,20 @@ def part_rates(scores: np.ndarray, ng: np.ndarray, thresholds: np.ndarray) -> di
     overkills = int((~ng & rejected).sum())
     return {"parts": len(ng), "ng_parts": n_ng, "ok_parts": n_ok, "escapes": escapes, "overkills": overkills,
             "escape_rate": round(escapes / n_ng, 4) if n_ng else None,
-            "overkill_rate": round(overkills / n_ok, 4) if n_ok else None}
+            "overkill_rate": round(overkills / n_ok, 4) if n_ok else None,
+            "escape_rate_ci95": wilson_interval(escapes, n_ng), "overkill_rate_ci95": wilson_interval(overkills, n_ok)}
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> list[float] | None:
+    """95 % Wilson score interval of a rate k/n. Why: a QA engineer reads "0 of 179 escaped" as 0 %,
+    but with 179 parts the true escape rate may still be up to ~2 %; the interval says how far to trust it
+    (Wilson rather than k/n +- normal error: it stays inside [0, 1] and is honest at k = 0)."""
+    if not n:
+        return None
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(float(max(0.0, centre - half)), 4), round(float(min(1.0, centre + half)), 4)]
 
 
 def calibrate(results: list[ImageResult], names: list[str], target_escape: float, default: float) -> dict[str, float]:

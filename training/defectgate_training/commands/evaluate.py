@@ -32,9 +32,13 @@ def main(argv: list[str]) -> int:
             continue
         print(f"{name:<18}{c['gt_boxes']:>7}{c['ap50']:>8.3f}{c['ap50_95']:>9.3f}{c['precision']:>7.3f}{c['recall']:>7.3f}{c['threshold']:>7.3f}")
     pr = r["parts"]
-    fmt = lambda v: "n/a (no OK parts)" if v is None else f"{v:.4f}"  # noqa: E731
-    print(f"parts {pr['parts']} (NG {pr['ng_parts']}, OK {pr['ok_parts']}): escape rate {fmt(pr['escape_rate'])} "
-          f"({pr['escapes']} NG passed), overkill rate {fmt(pr['overkill_rate'])} ({pr['overkills']} OK rejected)")
+
+    def fmt(rate, ci):
+        return "n/a (no OK parts)" if rate is None else f"{rate:.4f} (95 % CI {ci[0]:.3f}-{ci[1]:.3f})"
+
+    print(f"parts {pr['parts']} (NG {pr['ng_parts']}, OK {pr['ok_parts']}): "
+          f"escape rate {fmt(pr['escape_rate'], pr['escape_rate_ci95'])} ({pr['escapes']} NG passed), "
+          f"overkill rate {fmt(pr['overkill_rate'], pr['overkill_rate_ci95'])} ({pr['overkills']} OK rejected)")
     if a.json:
         write_json(a.json, r)
         print(f"wrote {a.json}")
