@@ -13,22 +13,13 @@ from defectgate_training import registry as reg
 pytestmark = pytest.mark.slow
 
 
-def _worse(src, dst):
-    """Same model, thresholds raised to 0.99: it passes (escapes) NG parts the current one rejects."""
+def _with_thresholds(src, dst, threshold: float):
+    """The same model with every class threshold set to `threshold`: 0.99 passes (escapes) NG parts
+    the current one rejects; 0.0 catches every NG part the model sees at all, so escapes cannot rise."""
     shutil.copytree(src, dst)
     sc = json.loads((dst / "model.json").read_text())
-    sc["class_thresholds"] = {c: 0.99 for c in sc["classes"]}
-    sc["conf_threshold"] = 0.99
-    (dst / "model.json").write_text(json.dumps(sc))
-    return dst
-
-
-def _eager(src, dst):
-    """Thresholds at 0.01: catches every NG part the model sees at all, so escapes cannot rise."""
-    shutil.copytree(src, dst)
-    sc = json.loads((dst / "model.json").read_text())
-    sc["class_thresholds"] = {c: 0.0 for c in sc["classes"]}
-    sc["conf_threshold"] = 0.0
+    sc["class_thresholds"] = {c: threshold for c in sc["classes"]}
+    sc["conf_threshold"] = threshold
     (dst / "model.json").write_text(json.dumps(sc))
     return dst
 
@@ -37,14 +28,14 @@ def test_promote_gate_refuse_and_rollback(bundle, synth_data, tmp_path, capsys):
     from defectgate.cli import main
 
     root = tmp_path / "registry"
-    eager = _eager(bundle.bundle, tmp_path / "eager")
+    eager = _with_thresholds(bundle.bundle, tmp_path / "eager", 0.0)
     args = ["--registry", str(root), "--data", str(synth_data), "--split", "val"]
     assert main(["promote", str(eager), *args, "--overkill-tolerance", "1"]) == 0
     assert "PROMOTED" in capsys.readouterr().out
     assert reg.current_version(root) == "v0001"
     assert load_bundle(root / "current").sidecar.version == "v0001"  # the station loads REGISTRY/current
 
-    worse = _worse(bundle.bundle, tmp_path / "worse")
+    worse = _with_thresholds(bundle.bundle, tmp_path / "worse", 0.99)
     assert main(["promote", str(worse), *args]) == 1
     out = capsys.readouterr().out
     assert "REFUSED" in out and "escape rate" in out and "WORSE" in out
