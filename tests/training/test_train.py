@@ -73,6 +73,35 @@ def test_run_folder_holds_config_metrics_and_weights(trained, synth_data):
     assert len(summary["data"]["sha256"]) == 64 and summary["versions"]["ultralytics"]
 
 
+def test_a_missing_pt_is_refused_before_ultralytics_tries_to_download_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"key 'model': .*stage1\.pt not found"):
+        load_train_config(None, {"data": "d.yaml", "model": str(tmp_path / "stage1.pt")})
+
+
+@pytest.mark.slow
+def test_a_second_stage_starts_from_the_first_stages_weights(trained, synth_data, tmp_path):
+    """`--model run/weights/best.pt`: the new run's network starts as the earlier run's best, not afresh."""
+    import torch
+
+    from defectgate_training.train import train
+
+    first = torch.load(trained.best, map_location="cpu", weights_only=False)["model"].float().state_dict()
+    start: dict = {}
+
+    def snapshot(trainer):
+        start.update({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
+
+    cfg = load_train_config(None, {"data": str(synth_data), "model": str(trained.best), "epochs": 1, "imgsz": 64,
+                                   "batch": 8, "workers": 0, "device": "cpu", "out": str(tmp_path / "stage2"),
+                                   "augment": "none", "hyp": {"plots": False, "val": False}})
+    result = train(cfg, callbacks={"on_train_start": snapshot})
+    weights = [k for k, v in first.items() if v.dtype.is_floating_point and "bn" not in k and v.dim() == 4]
+    assert len(weights) > 50
+    assert all(torch.equal(start[k], first[k]) for k in weights)
+    assert yaml.safe_load((result.run_dir / "config.yaml").read_text())["model"] == str(trained.best)
+    assert result.best.is_file()
+
+
 class _Interrupted(Exception):
     pass
 

@@ -23,7 +23,8 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="defectgate train", description="Train a YOLO detector (ultralytics, offline, seeded).")
     p.add_argument("--config", help="training config YAML (e.g. configs/train-default.yaml)")
     p.add_argument("--data", help="dataset yaml (YOLO format)")
-    p.add_argument("--model", help="architecture yaml, e.g. yolo11n.yaml or yolo26n.yaml (from scratch)")
+    p.add_argument("--model", help="architecture yaml to train from scratch (yolo11n.yaml, yolo26n.yaml), "
+                   "or a .pt from an earlier run to train on from (a second stage, a new schedule)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--imgsz", type=int)
     p.add_argument("--batch", type=int)
