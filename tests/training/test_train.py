@@ -73,9 +73,14 @@ def test_run_folder_holds_config_metrics_and_weights(trained, synth_data):
     assert len(summary["data"]["sha256"]) == 64 and summary["versions"]["ultralytics"]
 
 
-def test_a_missing_pt_is_refused_before_ultralytics_tries_to_download_it(tmp_path):
+def test_a_missing_pt_is_refused_before_ultralytics_tries_to_download_it(synth_data, tmp_path):
+    pytest.importorskip("ultralytics")
+    from defectgate_training.train import train
+
+    cfg = load_train_config(None, {"data": str(synth_data), "model": str(tmp_path / "stage1.pt"),
+                                   "out": str(tmp_path / "run")})
     with pytest.raises(ConfigError, match=r"key 'model': .*stage1\.pt not found"):
-        load_train_config(None, {"data": "d.yaml", "model": str(tmp_path / "stage1.pt")})
+        train(cfg)
 
 
 @pytest.mark.slow

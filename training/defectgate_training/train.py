@@ -100,10 +100,6 @@ def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None 
         raise ConfigError(f"{where}: hyp.{sorted(bad)[0]} is a top-level setting; set it outside 'hyp'")
     if not cfg.data:
         raise ConfigError(f"{where}: key 'data' is missing; pass --data path/to/data.yaml")
-    if cfg.model.endswith(".pt") and not Path(cfg.model).is_file():
-        # ultralytics would try to download a missing .pt by its name
-        raise ConfigError(f"{where}: key 'model': {cfg.model} not found (a .pt must be a file from an earlier "
-                          "run; to train from scratch name an architecture yaml such as yolo11n.yaml)")
     aug.load_augment_config(cfg.augment, where=f"{where}: augment")  # fail early on a bad augment section
     return cfg
 
@@ -177,6 +173,10 @@ def train(cfg: TrainConfig, resume: bool = False, extra_transforms: list | None 
             model.add_callback(event, fn)
         model.train(resume=True, workers=cfg.workers, device=device, **_precision_args(cfg.precision, device))
     else:
+        if cfg.model.endswith(".pt") and not Path(cfg.model).is_file():
+            # ultralytics would try to download a missing .pt by its name; a resume needs only last.pt
+            raise ConfigError(f"key 'model': {cfg.model} not found (a .pt must be a file from an earlier run; "
+                              "to train from scratch name an architecture yaml such as yolo11n.yaml)")
         if jsonl.exists():
             jsonl.unlink()
         args: dict[str, Any] = {
