@@ -12,8 +12,8 @@ Numbers:
   rate = OK parts rejected / OK parts (null when the split has no OK parts), each with its 95 %
   Wilson interval: on a few hundred parts a rate is uncertain by several points.
 - calibration: per-class thresholds so that on this split at most `target_escape` of the NG parts
-  carrying that class would escape through that class's detections (the highest such threshold,
-  which keeps overkill as low as that escape target allows).
+  escape the station (any class firing rejects a part), each as high as that allows to keep overkill
+  low, and each class still catching at least half of its own defects (see `calibrate`).
 """
 
 from __future__ import annotations
