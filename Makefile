@@ -45,10 +45,17 @@ help:
 
 setup: $(STAMP)
 
+# torch's CUDA build brings ~3 GB of NVIDIA wheels: .venv ends at ~7 GB and pip needs ~3 GB more while
+# it unpacks. No pip cache (it would hold a second copy of every wheel); a short disk is named up front,
+# before pip stops half-way with "No space left on device".
+SETUP_NEED_GIB ?= 11
 $(STAMP): pyproject.toml
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	 if [ "$$free" -lt $(SETUP_NEED_GIB) ]; then \
+	   echo "make setup: warning: $$free GiB free on the disk of $(CURDIR); a fresh install needs about $(SETUP_NEED_GIB) GiB" >&2; fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH_PINS) -e ".[$(EXTRAS)]"
+	$(PY) -m pip install -q --no-cache-dir --upgrade pip
+	$(PY) -m pip install -q --no-cache-dir $(TORCH_PINS) -e ".[$(EXTRAS)]"
 	@mkdir -p $(YOLO_CONFIG_DIR)
 	@rm -f $(VENV)/.installed-* && touch $@
 
