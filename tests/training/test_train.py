@@ -54,6 +54,7 @@ def test_resume_without_a_run_is_refused(synth_data, tmp_path):
     cfg = load_train_config(None, {"data": str(synth_data), "out": str(tmp_path / "run")})
     with pytest.raises(ConfigError, match="nothing to resume"):
         train(cfg, resume=True)
+    assert not (tmp_path / "run").exists()  # refused before the run folder is touched
 
 
 @pytest.mark.slow
@@ -81,6 +82,7 @@ def test_a_missing_pt_is_refused_before_ultralytics_tries_to_download_it(synth_d
                                    "out": str(tmp_path / "run")})
     with pytest.raises(ConfigError, match=r"key 'model': .*stage1\.pt not found"):
         train(cfg)
+    assert not (tmp_path / "run").exists()  # refused before the run folder is touched
 
 
 @pytest.mark.slow

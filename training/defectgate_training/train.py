@@ -155,6 +155,13 @@ def train(cfg: TrainConfig, resume: bool = False, extra_transforms: list | None 
     for split in ("train", "val"):
         split_images(spec, split)  # DatasetError naming the yaml when a split is missing or empty
     augment_cfg = aug.load_augment_config(cfg.augment)
+    # Refuse before anything is written into the run folder (it may hold an earlier run).
+    if resume and not last.is_file():
+        raise ConfigError(f"{last}: nothing to resume; train without --resume first")
+    if not resume and cfg.model.endswith(".pt") and not Path(cfg.model).is_file():
+        # ultralytics would try to download a missing .pt by its name; a resume needs only last.pt
+        raise ConfigError(f"key 'model': {cfg.model} not found (a .pt must be a file from an earlier run; "
+                          "to train from scratch name an architecture yaml such as yolo11n.yaml)")
     U = ultralytics()
     device = resolve_device(cfg.device)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -164,8 +171,6 @@ def train(cfg: TrainConfig, resume: bool = False, extra_transforms: list | None 
     t0 = time.monotonic()
 
     if resume:
-        if not last.is_file():
-            raise ConfigError(f"{last}: nothing to resume; train without --resume first")
         log.info("resuming %s", last)
         model = U.YOLO(str(last))
         model.add_callback("on_fit_epoch_end", _epoch_logger(jsonl, t0))
@@ -173,10 +178,6 @@ def train(cfg: TrainConfig, resume: bool = False, extra_transforms: list | None 
             model.add_callback(event, fn)
         model.train(resume=True, workers=cfg.workers, device=device, **_precision_args(cfg.precision, device))
     else:
-        if cfg.model.endswith(".pt") and not Path(cfg.model).is_file():
-            # ultralytics would try to download a missing .pt by its name; a resume needs only last.pt
-            raise ConfigError(f"key 'model': {cfg.model} not found (a .pt must be a file from an earlier run; "
-                              "to train from scratch name an architecture yaml such as yolo11n.yaml)")
         if jsonl.exists():
             jsonl.unlink()
         args: dict[str, Any] = {
