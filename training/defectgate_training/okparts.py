@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import yaml
+
+from defectgate.errors import DatasetError
+from defectgate.staging import staged_dir
 
 from .datayaml import label_path_for, load_data_yaml, read_labels, split_images
 
@@ -46,32 +48,37 @@ def ok_window(hw: tuple[int, int], boxes: np.ndarray, sides=(128, 112, 96, 80, 6
 
 def build(data: str, split: str, out: str | Path, every: int = 1, offset: int = 0) -> dict:
     """Write the mixed dataset; `every`/`offset` keep every n-th image only (disjoint calibration
-    and hold-out halves: every=2 offset=0 and every=2 offset=1)."""
+    and hold-out halves: every=2 offset=0 and every=2 offset=1). All or nothing: the folder is
+    built next to `out` and replaces it only when every image was read."""
     spec = load_data_yaml(data)
-    out = Path(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent if out.parent.exists() else None))
-    (tmp / "images" / split).mkdir(parents=True)
-    (tmp / "labels" / split).mkdir(parents=True)
+    out = Path(out).absolute()
     n_ng = n_ok = 0
-    for img_path in split_images(spec, split)[offset::every]:
-        img = cv2.imread(str(img_path), cv2.IMREAD_COLOR)
-        h, w = img.shape[:2]
-        boxes, _ = read_labels(label_path_for(img_path), w, h, len(spec.names))
-        os.symlink(img_path.resolve(), tmp / "images" / split / img_path.name)
-        shutil.copyfile(label_path_for(img_path), tmp / "labels" / split / f"{img_path.stem}.txt")
-        n_ng += 1
-        win = ok_window((h, w), boxes)
-        if win:
-            x, y, s = win
-            name = f"ok_{img_path.stem}.png"
-            cv2.imwrite(str(tmp / "images" / split / name), img[y:y + s, x:x + s])
-            (tmp / "labels" / split / f"ok_{img_path.stem}.txt").write_text("")
-            n_ok += 1
-    (tmp / "data.yaml").write_text(yaml.safe_dump({"path": str(out.resolve()), split: f"images/{split}",
-                                                   "names": {i: n for i, n in enumerate(spec.names)}}, sort_keys=False))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with staged_dir(out) as tmp:
+        (tmp / "images" / split).mkdir(parents=True)
+        (tmp / "labels" / split).mkdir(parents=True)
+        for img_path in split_images(spec, split)[offset::every]:
+            img = cv2.imread(str(img_path), cv2.IMREAD_COLOR)
+            if img is None:
+                raise DatasetError(f"{img_path}: image cannot be read (corrupt or not an image)")
+            h, w = img.shape[:2]
+            label = label_path_for(img_path)
+            boxes, _ = read_labels(label, w, h, len(spec.names))
+            os.symlink(img_path.resolve(), tmp / "images" / split / img_path.name)
+            # a missing label file means "no defects" (read_labels); keep that explicit in the copy
+            (tmp / "labels" / split / f"{img_path.stem}.txt").write_text(label.read_text() if label.is_file() else "")
+            if not len(boxes):
+                n_ok += 1  # already an OK part: no crop needed
+                continue
+            n_ng += 1
+            win = ok_window((h, w), boxes)
+            if win:
+                x, y, s = win
+                name = f"ok_{img_path.stem}.png"
+                cv2.imwrite(str(tmp / "images" / split / name), img[y:y + s, x:x + s])
+                (tmp / "labels" / split / f"ok_{img_path.stem}.txt").write_text("")
+                n_ok += 1
+        (tmp / "data.yaml").write_text(yaml.safe_dump({"path": str(out), split: f"images/{split}",
+                                                       "names": {i: n for i, n in enumerate(spec.names)}}, sort_keys=False))
     return {"ng_parts": n_ng, "ok_parts": n_ok, "data": str(out / "data.yaml")}
 
 
@@ -83,7 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=1, help="keep every n-th image (2 = a half)")
     p.add_argument("--offset", type=int, default=0, help="which of the n interleaved parts (0..n-1)")
     a = p.parse_args(argv)
-    print(build(a.data, a.split, a.out, a.every, a.offset))
+    try:
+        print(build(a.data, a.split, a.out, a.every, a.offset))
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,0 +1,75 @@
+"""OK parts cut from an all-defective dataset (NEU-DET's escape/overkill numbers rest on them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from defectgate.errors import DatasetError
+from defectgate_training import okparts
+from defectgate_training.datayaml import load_data_yaml, read_labels, split_images
+
+
+def _all_defective(root: Path, n: int = 4, corrupt: str | None = None) -> Path:
+    """n 200x200 images, each with one defect box in its top-left corner (plenty of clean area)."""
+    (root / "images" / "val").mkdir(parents=True)
+    (root / "labels" / "val").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        name = f"p{i}.png"
+        if name == corrupt:
+            (root / "images" / "val" / name).write_bytes(b"not a png")
+        else:
+            cv2.imwrite(str(root / "images" / "val" / name), rng.integers(0, 255, (200, 200, 3), np.uint8))
+        (root / "labels" / "val" / f"p{i}.txt").write_text("1 0.15 0.15 0.2 0.2\n")
+    (root / "data.yaml").write_text(f"path: {root}\nval: images/val\nnames: [scratch, dent]\n")
+    return root / "data.yaml"
+
+
+def test_ok_window_keeps_its_margin_from_every_box():
+    boxes = np.array([[0, 0, 60, 60], [150, 150, 200, 200]], np.float32)
+    x, y, side = okparts.ok_window((200, 200), boxes)
+    assert side == 128  # the largest side that fits between the two boxes
+    for x1, y1, x2, y2 in boxes:
+        assert x >= x2 + 6 or x + side <= x1 - 6 or y >= y2 + 6 or y + side <= y1 - 6
+    assert okparts.ok_window((200, 200), np.array([[0, 0, 200, 200]], np.float32)) is None
+
+
+def test_halves_are_disjoint_and_ok_crops_are_clean(tmp_path):
+    data = _all_defective(tmp_path / "src")
+    # the output's parent does not exist yet: the folder must still be built next to it, not in /tmp
+    a = okparts.build(str(data), "val", tmp_path / "new" / "calib", every=2, offset=0)
+    b = okparts.build(str(data), "val", tmp_path / "new" / "hold", every=2, offset=1)
+    assert (a["ng_parts"], a["ok_parts"], b["ng_parts"], b["ok_parts"]) == (2, 2, 2, 2)
+    names = {}
+    for key, res in (("a", a), ("b", b)):
+        spec = load_data_yaml(res["data"])
+        imgs = split_images(spec, "val")
+        names[key] = {p.name for p in imgs if not p.name.startswith("ok_")}
+        for p in imgs:
+            img = cv2.imread(str(p))
+            boxes, _ = read_labels(p.parent.parent.parent / "labels" / "val" / f"{p.stem}.txt", *img.shape[1::-1], 2)
+            assert (len(boxes) == 0) == p.name.startswith("ok_")
+    assert names["a"] and names["b"] and not names["a"] & names["b"]
+    assert not [p for p in (tmp_path / "new").iterdir() if p.name.startswith(".")]  # no temp left over
+
+
+def test_a_corrupt_image_is_named_and_nothing_is_written(tmp_path, capsys):
+    data = _all_defective(tmp_path / "src", corrupt="p2.png")
+    out = tmp_path / "out" / "mixed"
+    with pytest.raises(DatasetError, match=r"p2\.png: image cannot be read"):
+        okparts.build(str(data), "val", out)
+    assert not out.exists() and list((tmp_path / "out").iterdir()) == []
+    assert okparts.main(["--data", str(data), "--out", str(out)]) == 2
+    assert "p2.png" in capsys.readouterr().err
+
+
+def test_a_missing_label_is_an_ok_part_not_a_crash(tmp_path):
+    data = _all_defective(tmp_path / "src", n=2)
+    (tmp_path / "src" / "labels" / "val" / "p1.txt").unlink()
+    res = okparts.build(str(data), "val", tmp_path / "mixed")
+    assert (res["ng_parts"], res["ok_parts"]) == (1, 2)  # p0 + its crop are NG + OK; p1 is OK as it is
+    assert (tmp_path / "mixed" / "labels" / "val" / "p1.txt").read_text() == ""
