@@ -103,6 +103,16 @@ def split_images(spec: DataSpec, split: str) -> list[Path]:
     return sorted(images)
 
 
+def read_image(path: Path) -> np.ndarray:
+    """BGR image of a dataset, or a DatasetError naming the file (cv2 returns None, not an error)."""
+    import cv2  # lazy: the data-yaml helpers are used where OpenCV is not needed
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DatasetError(f"{path}: image cannot be read (corrupt or not an image); fix or remove it")
+    return img
+
+
 def read_labels(label: Path, width: int, height: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """YOLO label file -> (xyxy pixels (N,4) float32, class ids (N,) int64). Missing file = no defects."""
     if not label.is_file():

@@ -28,7 +28,7 @@ import numpy as np
 from defectgate.errors import BundleError, DatasetError
 from defectgate.types import Detections
 
-from .datayaml import label_path_for, load_data_yaml, read_labels, split_images
+from .datayaml import label_path_for, load_data_yaml, read_image, read_labels, split_images
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +128,6 @@ def open_predictor(model: str | Path, backend: str = "auto", imgsz: int | None =
 
 # ---------------------------------------------------------------- running
 def collect(predictor, data: str | Path, split: str, limit: int | None = None) -> tuple[list[ImageResult], list[str]]:
-    import cv2
-
     spec = load_data_yaml(data)
     if spec.names != list(predictor.classes):
         raise BundleError(f"model classes {list(predictor.classes)} differ from {spec.yaml_path} classes {spec.names}; "
@@ -137,9 +135,7 @@ def collect(predictor, data: str | Path, split: str, limit: int | None = None) -
     results = []
     images = split_images(spec, split)[:limit]
     for k, path in enumerate(images):
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if img is None:
-            raise DatasetError(f"{path}: image cannot be read (corrupt or not an image); fix or remove it")
+        img = read_image(path)
         h, w = img.shape[:2]
         gt_xyxy, gt_cls = read_labels(label_path_for(path), w, h, len(spec.names))
         results.append(ImageResult(str(path), gt_xyxy, gt_cls, predictor(img)))

@@ -25,7 +25,7 @@ import yaml
 from defectgate.errors import DatasetError
 from defectgate.staging import staged_dir
 
-from .datayaml import label_path_for, load_data_yaml, read_labels, split_images
+from .datayaml import label_path_for, load_data_yaml, read_image, read_labels, split_images
 
 
 def ok_window(hw: tuple[int, int], boxes: np.ndarray, sides=(128, 112, 96, 80, 64), margin: int = 6,
@@ -57,9 +57,7 @@ def build(data: str, split: str, out: str | Path, every: int = 1, offset: int = 
         (tmp / "images" / split).mkdir(parents=True)
         (tmp / "labels" / split).mkdir(parents=True)
         for img_path in split_images(spec, split)[offset::every]:
-            img = cv2.imread(str(img_path), cv2.IMREAD_COLOR)
-            if img is None:
-                raise DatasetError(f"{img_path}: image cannot be read (corrupt or not an image)")
+            img = read_image(img_path)
             h, w = img.shape[:2]
             label = label_path_for(img_path)
             boxes, _ = read_labels(label, w, h, len(spec.names))
