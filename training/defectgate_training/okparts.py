@@ -20,11 +20,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 
 from defectgate.errors import DatasetError
 from defectgate.staging import staged_dir
 
+from .data.layout import write_data_yaml
 from .datayaml import label_path_for, load_data_yaml, read_image, read_labels, split_images
 
 
@@ -75,8 +75,7 @@ def build(data: str, split: str, out: str | Path, every: int = 1, offset: int = 
                 cv2.imwrite(str(tmp / "images" / split / name), img[y:y + s, x:x + s])
                 (tmp / "labels" / split / f"ok_{img_path.stem}.txt").write_text("")
                 n_ok += 1
-        (tmp / "data.yaml").write_text(yaml.safe_dump({"path": str(out), split: f"images/{split}",
-                                                       "names": {i: n for i, n in enumerate(spec.names)}}, sort_keys=False))
+        write_data_yaml(tmp, out, spec.names, [split])
     return {"ng_parts": n_ng, "ok_parts": n_ok, "data": str(out / "data.yaml")}
 
 
