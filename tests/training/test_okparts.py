@@ -10,7 +10,7 @@ import pytest
 
 from defectgate.errors import DatasetError
 from defectgate_training import okparts
-from defectgate_training.datayaml import load_data_yaml, read_labels, split_images
+from defectgate_training.datayaml import label_path_for, load_data_yaml, read_labels, split_images
 
 
 def _all_defective(root: Path, n: int = 4, corrupt: str | None = None) -> Path:
@@ -51,7 +51,7 @@ def test_halves_are_disjoint_and_ok_crops_are_clean(tmp_path):
         names[key] = {p.name for p in imgs if not p.name.startswith("ok_")}
         for p in imgs:
             img = cv2.imread(str(p))
-            boxes, _ = read_labels(p.parent.parent.parent / "labels" / "val" / f"{p.stem}.txt", *img.shape[1::-1], 2)
+            boxes, _ = read_labels(label_path_for(p), *img.shape[1::-1], 2)
             assert (len(boxes) == 0) == p.name.startswith("ok_")
     assert names["a"] and names["b"] and not names["a"] & names["b"]
     assert not [p for p in (tmp_path / "new").iterdir() if p.name.startswith(".")]  # no temp left over
