@@ -80,13 +80,14 @@ class BundlePredictor:
 class TorchPredictor:
     """A `.pt` checkpoint on the same letterbox and decode as the runtime (parity with the bundle)."""
 
-    def __init__(self, weights: str | Path, imgsz: int | None = None, conf: float = 0.25, iou: float = 0.45):
+    def __init__(self, weights: str | Path, imgsz: int | None = None, conf: float = 0.25, iou: float = 0.45,
+                 head: str = "auto"):
         from defectgate.bundle import InputSpec, OutputSpec
         from defectgate.preprocess import Preprocessor
 
         from .export import load_torch_model
 
-        _, self.model, self.classes, train_args, _ = load_torch_model(Path(weights))
+        _, self.model, self.classes, train_args, _ = load_torch_model(Path(weights), head)
         size = int(imgsz or train_args.get("imgsz") or 640)
         self.pre = Preprocessor(InputSpec(imgsz=(size, size)))
         self.conf, self.iou = conf, iou
@@ -113,12 +114,13 @@ class TorchPredictor:
         pass
 
 
-def open_predictor(model: str | Path, backend: str = "auto", imgsz: int | None = None):
+def open_predictor(model: str | Path, backend: str = "auto", imgsz: int | None = None, head: str = "auto"):
+    """head: for a .pt, which output head to run (export.HEADS); a bundle's sidecar already says."""
     p = Path(model)
     if p.suffix == ".pt":
         if not p.is_file():
             raise BundleError(f"{p}: weights file not found")
-        return TorchPredictor(p, imgsz)
+        return TorchPredictor(p, imgsz, head=head)
     if p.is_dir() or p.name == "model.json":
         return BundlePredictor(p, backend)
     if p.suffix in (".onnx", ".engine", ".xml") and (p.parent / "model.json").is_file():
@@ -335,11 +337,11 @@ def confusion(results: list[ImageResult], nc: int, thresholds: np.ndarray, iou: 
 # ---------------------------------------------------------------- top level
 def evaluate_model(model: str | Path, data: str | Path, split: str = "val", target_escape: float | None = 0.02,
                    backend: str = "auto", plots_dir: str | Path | None = None, imgsz: int | None = None,
-                   limit: int | None = None) -> dict:
+                   limit: int | None = None, head: str = "auto") -> dict:
     """Evaluate `model` on `data`'s `split`. With `target_escape`, per-class thresholds are calibrated
     on this split and the part-level rates are reported at them; without, at the model's own
     thresholds (a bundle's sidecar)."""
-    predictor = open_predictor(model, backend, imgsz)
+    predictor = open_predictor(model, backend, imgsz, head)
     try:
         results, names = collect(predictor, data, split, limit)
         own = predictor.thresholds()

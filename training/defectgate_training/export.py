@@ -60,8 +60,18 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
 
-def load_torch_model(weights: Path):
-    """The trained network as a float32 CPU torch module in eval mode, plus its checkpoint facts."""
+HEADS = ("auto", "nms-free", "nms")
+
+
+def load_torch_model(weights: Path, head: str = "auto"):
+    """The trained network as a float32 CPU torch module in eval mode, plus its checkpoint facts.
+
+    head: which output head runs. A YOLO26-style model has two: the one-to-one head ("nms-free",
+    the default where there is one) and the one-to-many head its training also fits ("nms": boxes
+    that need NMS, what ultralytics validates by default). After a short from-scratch training the
+    one-to-one head can still put out duplicates (docs/accuracy.md), so the choice is the user's."""
+    if head not in HEADS:
+        raise BundleError(f"head '{head}' is not one of {', '.join(HEADS)}")
     U = ultralytics()
     yolo = U.YOLO(str(weights))
     model = yolo.model.float().eval().to("cpu")
@@ -69,8 +79,10 @@ def load_torch_model(weights: Path):
     names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
     train_args = dict(getattr(yolo, "ckpt", {}) or {}).get("train_args", {}) or {}
     arch = Path(str(getattr(yolo.model, "yaml", {}).get("yaml_file", "") or "")).stem
+    if head == "nms-free" and not nms_free(model):
+        raise BundleError(f"{weights}: {arch or 'this model'} has no NMS-free head; use --head nms or auto")
     if nms_free(model):
-        model.end2end = True  # the one-to-one head: what the end2end ONNX export runs
+        model.end2end = head != "nms"  # True: the one-to-one head, what the end2end ONNX export runs
     return yolo, model, names, train_args, arch
 
 
@@ -277,11 +289,12 @@ def _training_facts(weights: Path, data: str | None, train_args: dict) -> dict:
 
 def export_bundle(weights: str | Path, out: str | Path, data: str | None = None, imgsz: int | None = None,
                   half: bool = False, parity_images: int = 8, calibrate: bool = True,
-                  target_escape: float = 0.02, split: str = "val", opset: int = 17) -> ExportResult:
+                  target_escape: float = 0.02, split: str = "val", opset: int = 17,
+                  head: str = "auto") -> ExportResult:
     weights, out = Path(weights), Path(out)
     if not weights.is_file():
         raise BundleError(f"{weights}: weights file not found; train first with 'defectgate train'")
-    yolo, torch_model, names, train_args, arch = load_torch_model(weights)
+    yolo, torch_model, names, train_args, arch = load_torch_model(weights, head)
     if data:
         spec = load_data_yaml(data)
         if spec.names != names:
@@ -295,8 +308,8 @@ def export_bundle(weights: str | Path, out: str | Path, data: str | None = None,
         U = ultralytics()
         exported = Path(U.YOLO(str(tmp / "model.pt")).export(format="onnx", imgsz=imgsz, opset=opset, simplify=True,
                                                              dynamic=False, half=False, device="cpu", verbose=False,
-                                                             # nms=False selects the NMS-free head where there is one
-                                                             nms=False if nms_free(torch_model) else None))
+                                                             # nms=False exports the NMS-free head, None the other
+                                                             nms=False if getattr(torch_model, "end2end", False) else None))
         (tmp / "model.pt").unlink()
         onnx_path = tmp / "model.onnx"
         if exported != onnx_path:

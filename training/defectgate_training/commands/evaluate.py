@@ -19,10 +19,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--no-calibrate", action="store_true", help="report at the model's own thresholds")
     p.add_argument("--backend", default="auto", help="bundle backend: auto, onnxruntime, openvino, tensorrt, ...")
     p.add_argument("--imgsz", type=int, help="input size for a .pt (default: its training size)")
+    p.add_argument("--head", choices=("auto", "nms-free", "nms"), default="auto",
+                   help="for a .pt with two heads (YOLO26): auto/nms-free runs the one-to-one head, nms the "
+                        "one-to-many head with NMS; match the bundle's `defectgate export --head`")
     a = p.parse_args(argv)
     from ..evaluate import evaluate_model, write_json
 
-    r = evaluate_model(a.model, a.data, a.split, None if a.no_calibrate else a.target_escape, a.backend, a.plots, a.imgsz)
+    r = evaluate_model(a.model, a.data, a.split, None if a.no_calibrate else a.target_escape, a.backend, a.plots, a.imgsz,
+                       head=a.head)
     print(f"{r['runs_on']} on {r['split']} ({r['images']} images)")
     print(f"mAP50 {r['map50']:.4f}  mAP50-95 {r['map50_95']:.4f}")
     print(f"{'class':<18}{'boxes':>7}{'AP50':>8}{'AP50-95':>9}{'P':>7}{'R':>7}{'thr':>7}")

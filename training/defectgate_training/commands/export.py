@@ -19,6 +19,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--calib-images", type=int, default=200, help="at most this many calibration images")
     p.add_argument("--target-escape", type=float, default=0.02, help="escape rate the thresholds are calibrated to")
     p.add_argument("--no-calibrate", action="store_true", help="keep the default thresholds")
+    p.add_argument("--head", choices=("auto", "nms-free", "nms"), default="auto",
+                   help="YOLO26-style models have two heads: auto/nms-free ships the NMS-free one-to-one head "
+                        "(end2end output), nms the one-to-many head whose boxes the runtime NMSes (more accurate "
+                        "after short from-scratch training, see docs/accuracy.md); other models always use nms")
     p.add_argument("--parity-images", type=int, default=8)
     p.add_argument("--engine", choices=("onnxruntime", "openvino"), default="onnxruntime",
                    help="engine of the extra export: onnxruntime (INT8 QDQ ONNX) or openvino (with --int8: an NNCF INT8 "
@@ -33,7 +37,7 @@ def main(argv: list[str]) -> int:
     if a.int8 and not (a.calib or a.data):
         raise ConfigError("--int8 needs --calib DIR (images like the line's) or --data to calibrate on")
     r = export_bundle(a.weights, a.out, a.data, a.imgsz, half=a.half, parity_images=a.parity_images,
-                      calibrate=not a.no_calibrate, target_escape=a.target_escape)
+                      calibrate=not a.no_calibrate, target_escape=a.target_escape, head=a.head)
     sc, par = r.sidecar, r.parity
     print(f"bundle {r.bundle}: {sc['architecture']} {sc['precision']} {sc['output']['layout']} {sc['input']['imgsz']} "
           f"classes {sc['classes']}")
