@@ -39,10 +39,14 @@ def test_export_ships_the_chosen_head_and_evaluate_agrees(trained26, synth_data,
     else:
         assert sc.output.shape[:2] == [1, 4 + len(sc.classes)]
     assert r.parity["passed"] is True
-    on_bundle = evaluate_model(r.bundle, synth_data, "val", None, backend="onnxruntime")
+    on_bundle = evaluate_model(r.bundle, synth_data, "val", None, backend="onnxruntime", head=head)
     on_pt = evaluate_model(trained26, synth_data, "val", None, head=head)
     assert on_bundle["map50"] == pytest.approx(on_pt["map50"], abs=0.01)
     assert on_bundle["map50_95"] == pytest.approx(on_pt["map50_95"], abs=0.01)
+    # a bundle cannot run the other head: asking for it is refused, not silently ignored
+    other = "nms" if layout == "end2end" else "nms-free"
+    with pytest.raises(BundleError, match=rf"exported with output layout '{layout}', not the '{other}' head"):
+        evaluate_model(r.bundle, synth_data, "val", None, backend="onnxruntime", head=other)
 
 
 def test_nms_free_head_is_refused_for_a_model_without_one(trained, tmp_path):

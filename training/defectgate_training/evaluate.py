@@ -47,16 +47,29 @@ class ImageResult:
 
 
 # ---------------------------------------------------------------- predictors
+# a bundle runs the head it was exported with: the sidecar's output layout names it
+_LAYOUT_OF_HEAD = {"nms-free": "end2end", "nms": "yolo_raw"}
+
+
+def _check_head(root: Path, layout: str, head: str) -> None:
+    """Refuse a --head the bundle was not exported with, rather than measure another head than asked."""
+    want = _LAYOUT_OF_HEAD.get(head)
+    if want is not None and want != layout:
+        raise BundleError(f"{root}: exported with output layout '{layout}', not the '{head}' head; "
+                          f"re-export with `defectgate export --head {head}` or drop --head")
+
+
 class BundlePredictor:
     """Runs a bundle through the runtime's backend, preprocessing and decode."""
 
-    def __init__(self, path: str | Path, backend: str = "auto"):
+    def __init__(self, path: str | Path, backend: str = "auto", head: str = "auto"):
         from defectgate.backends import load_backend
         from defectgate.bundle import load_bundle
         from defectgate.preprocess import Preprocessor
 
         self.bundle = load_bundle(path)
         self.sidecar = self.bundle.sidecar
+        _check_head(self.bundle.root, self.sidecar.output.layout, head)
         self.backend = load_backend(self.bundle, backend)
         self.pre = Preprocessor(self.sidecar.input)
         self.classes = list(self.sidecar.classes)
@@ -122,9 +135,9 @@ def open_predictor(model: str | Path, backend: str = "auto", imgsz: int | None =
             raise BundleError(f"{p}: weights file not found")
         return TorchPredictor(p, imgsz, head=head)
     if p.is_dir() or p.name == "model.json":
-        return BundlePredictor(p, backend)
+        return BundlePredictor(p, backend, head)
     if p.suffix in (".onnx", ".engine", ".xml") and (p.parent / "model.json").is_file():
-        return BundlePredictor(p.parent, backend)
+        return BundlePredictor(p.parent, backend, head)
     raise BundleError(f"{p}: not a .pt checkpoint or a bundle folder with model.json")
 
 

@@ -21,7 +21,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--imgsz", type=int, help="input size for a .pt (default: its training size)")
     p.add_argument("--head", choices=("auto", "nms-free", "nms"), default="auto",
                    help="for a .pt with two heads (YOLO26): auto/nms-free runs the one-to-one head, nms the "
-                        "one-to-many head with NMS; match the bundle's `defectgate export --head`")
+                        "one-to-many head with NMS; match the bundle's `defectgate export --head`. A bundle runs "
+                        "the head it was exported with and refuses the other one")
     a = p.parse_args(argv)
     from ..evaluate import evaluate_model, write_json
 
