@@ -6,6 +6,8 @@ import argparse
 
 
 def main(argv: list[str]) -> int:
+    from ..export import HEADS  # the one list of heads, beside load_torch_model
+
     p = argparse.ArgumentParser(prog="defectgate evaluate", description=(
         "Box mAP and part-level escape/overkill rates. A bundle runs through the station's own backend, "
         "preprocessing and decode; a .pt through PyTorch on the same letterbox."))
@@ -19,7 +21,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--no-calibrate", action="store_true", help="report at the model's own thresholds")
     p.add_argument("--backend", default="auto", help="bundle backend: auto, onnxruntime, openvino, tensorrt, ...")
     p.add_argument("--imgsz", type=int, help="input size for a .pt (default: its training size)")
-    p.add_argument("--head", choices=("auto", "nms-free", "nms"), default="auto",
+    p.add_argument("--head", choices=HEADS, default="auto",
                    help="for a .pt with two heads (YOLO26): auto/nms-free runs the one-to-one head, nms the "
                         "one-to-many head with NMS; match the bundle's `defectgate export --head`. A bundle runs "
                         "the head it was exported with and refuses the other one")

@@ -6,6 +6,8 @@ import argparse
 
 
 def main(argv: list[str]) -> int:
+    from ..export import HEADS  # the one list of heads, beside load_torch_model
+
     p = argparse.ArgumentParser(prog="defectgate export", description=(
         "Export to an ONNX bundle, check PyTorch/ONNX parity through the runtime path, calibrate the "
         "per-class thresholds on the val split. --int8 adds ONNX Runtime static QDQ quantization."))
@@ -19,7 +21,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--calib-images", type=int, default=200, help="at most this many calibration images")
     p.add_argument("--target-escape", type=float, default=0.02, help="escape rate the thresholds are calibrated to")
     p.add_argument("--no-calibrate", action="store_true", help="keep the default thresholds")
-    p.add_argument("--head", choices=("auto", "nms-free", "nms"), default="auto",
+    p.add_argument("--head", choices=HEADS, default="auto",
                    help="YOLO26-style models have two heads: auto/nms-free ships the NMS-free one-to-one head "
                         "(end2end output), nms the one-to-many head whose boxes the runtime NMSes (more accurate "
                         "after short from-scratch training, see docs/accuracy.md); other models always use nms")
