@@ -110,6 +110,9 @@ ESCAPE_TOL ?= 0.0
 OVERKILL_TOL ?= 0.01
 # HEAD: which head a YOLO26 model ships (auto = NMS-free, nms = one-to-many + NMS; docs/accuracy.md).
 HEAD ?= auto
+# TTA: flip views the shipped bundle is judged with (none, hflip = 2 inferences per frame, hvflip = 4;
+# docs/accuracy.md "Flip test-time augmentation"); evaluate and export both use it.
+TTA ?= none
 
 # Dataset increments exported by the QA app (make qa) are merged into DATA before training, so
 # reviewed rejects and missed defects flow back into the model; the merged set is what is trained,
@@ -127,10 +130,10 @@ train: setup
 
 evaluate: setup
 	$(DG) evaluate --model $(RETRAIN_DIR)/train/weights/best.pt --data $(TRAIN_DATA) --split val --target-escape $(TARGET_ESCAPE) \
-		--head $(HEAD) --json $(RETRAIN_DIR)/eval-pt.json --plots $(RETRAIN_DIR)/plots
+		--head $(HEAD) --tta $(TTA) --json $(RETRAIN_DIR)/eval-pt.json --plots $(RETRAIN_DIR)/plots
 
 export: setup
-	$(DG) export --weights $(RETRAIN_DIR)/train/weights/best.pt --data $(TRAIN_DATA) --out $(RETRAIN_DIR)/bundle --target-escape $(TARGET_ESCAPE) --head $(HEAD)
+	$(DG) export --weights $(RETRAIN_DIR)/train/weights/best.pt --data $(TRAIN_DATA) --out $(RETRAIN_DIR)/bundle --target-escape $(TARGET_ESCAPE) --head $(HEAD) --tta $(TTA)
 
 promote: setup
 	$(DG) promote $(RETRAIN_DIR)/bundle --registry $(REGISTRY) --data $(TRAIN_DATA) --split val \

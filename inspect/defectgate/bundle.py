@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import BundleError
 
@@ -24,6 +24,9 @@ SIDECAR_NAME = "model.json"
 #   yolo_raw: (1, 4 + nc, anchors), boxes cx cy w h in input pixels, class scores after sigmoid; needs NMS
 #   end2end:  (1, max_det, 6), x1 y1 x2 y2 score class in input pixels; NMS-free (YOLO26, YOLOv10)
 OutputLayout = Literal["yolo_raw", "end2end"]
+# Test-time augmentation the bundle is judged with (tta.py): the frame alone, or also its mirror
+# images, averaged per anchor. Export calibrates the thresholds with it, so it belongs to the bundle.
+TtaMode = Literal["none", "hflip", "hvflip"]
 
 
 class _Strict(BaseModel):
@@ -49,6 +52,8 @@ class OutputSpec(_Strict):
     layout: OutputLayout
     shape: list[int | str]
     max_det: int = 300
+    # the head's strides in anchor order (yolo_raw), e.g. [8, 16, 32]; tta needs them to mirror the grid
+    strides: list[int] = Field(default_factory=list)
 
 
 class Sidecar(_Strict):
@@ -64,6 +69,7 @@ class Sidecar(_Strict):
     output: OutputSpec
     conf_threshold: float = 0.25
     iou_threshold: float = 0.45
+    tta: TtaMode = "none"
     class_thresholds: dict[str, float] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
@@ -91,6 +97,26 @@ class Sidecar(_Strict):
             if not 0.0 <= t <= 1.0:
                 raise ValueError(f"class_thresholds[{name!r}] = {t} is outside 0..1")
         return v
+
+    @model_validator(mode="after")
+    def _tta_fits_the_head(self) -> "Sidecar":
+        if self.tta == "none":
+            return self
+        out = self.output
+        if out.layout != "yolo_raw":
+            raise ValueError(f"tta '{self.tta}' averages a yolo_raw head; output.layout is '{out.layout}' "
+                             "(export a YOLO26 model with --head nms to use tta)")
+        if not out.strides:
+            raise ValueError(f"tta '{self.tta}' needs output.strides (the head's strides); re-export the bundle")
+        h, w = self.input.imgsz
+        if h % max(out.strides) or w % max(out.strides):
+            raise ValueError(f"tta '{self.tta}': input.imgsz {h}x{w} is not a multiple of the largest stride "
+                             f"{max(out.strides)}, so mirrored grids do not line up")
+        anchors = sum((h // s) * (w // s) for s in out.strides)
+        if isinstance(out.shape[-1], int) and out.shape[-1] != anchors:
+            raise ValueError(f"tta '{self.tta}': output.strides {out.strides} at {h}x{w} give {anchors} anchors, "
+                             f"output.shape says {out.shape[-1]}")
+        return self
 
     def threshold_for(self, class_name: str) -> float:
         return self.class_thresholds.get(class_name, self.conf_threshold)
@@ -148,7 +174,8 @@ def read_sidecar(path: Path) -> Sidecar:
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
-        raise BundleError(f"{path}: sidecar key '{key}': {first['msg']}") from exc
+        where = f"sidecar key '{key}'" if key else "sidecar"  # a whole-sidecar check names its keys itself
+        raise BundleError(f"{path}: {where}: {first['msg']}") from exc
 
 
 def write_sidecar(root: Path, sidecar: Sidecar) -> Path:

@@ -116,3 +116,39 @@ def test_cli_export_writes_a_loadable_bundle(trained, synth_data, tmp_path, caps
     assert "parity vs PyTorch" in capsys.readouterr().out
     assert load_bundle(tmp_path / "b").sidecar.class_thresholds == {}
     assert main(["export", "--weights", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "c")]) == 2
+
+
+def test_export_with_tta_records_the_views_and_the_runtime_judges_with_them(bundle, trained, synth_data, tmp_path,
+                                                                           capsys):
+    from defectgate.cli import main
+    from defectgate_training.datayaml import load_data_yaml, read_image, split_images
+    from defectgate_training.evaluate import evaluate_model, open_predictor
+
+    plain = load_bundle(bundle.bundle).sidecar
+    assert plain.tta == "none" and plain.output.strides == [8, 16, 32]  # every yolo_raw export records them
+    rc = main(["export", "--weights", str(trained.best), "--data", str(synth_data), "--out", str(tmp_path / "b"),
+               "--tta", "hflip", "--parity-images", "2"])
+    assert rc == 0
+    assert "tta hflip" in capsys.readouterr().out
+    sc = load_bundle(tmp_path / "b").sidecar
+    assert sc.tta == "hflip" and sc.output.strides == [8, 16, 32]
+    assert sc.engine_info["parity"]["passed"] is True  # parity compares the bare network with PyTorch
+    # what export calibrated on is what evaluate (and the station) measures: the views are on
+    again = evaluate_model(tmp_path / "b", synth_data, "val", None, backend="onnxruntime")
+    assert again["map50"] == pytest.approx(sc.metrics["map50"], abs=1e-9)
+    img = read_image(split_images(load_data_yaml(synth_data), "val")[0])
+    with_views, without = open_predictor(tmp_path / "b", "onnxruntime"), open_predictor(bundle.bundle, "onnxruntime")
+    try:
+        batch = with_views.pre(img)[0].copy()
+        a, b = with_views.backend.infer(batch)[0], without.backend.infer(batch)[0]
+    finally:
+        with_views.close(), without.close()
+    assert "+tta:hflip" in with_views.name
+    assert a.shape == b.shape and not np.array_equal(a, b)  # the same network, averaged over two views
+    # the .pt with the same views agrees with the bundle (evaluate --tta on weights before exporting)
+    pt = open_predictor(trained.best, tta="hflip")
+    assert "tta hflip" in pt.name
+    np.testing.assert_allclose(pt.forward(batch), a, atol=1e-3)
+    # a bundle judges with the views it was calibrated with and refuses others
+    with pytest.raises(BundleError, match=r"exported with tta 'hflip', not 'hvflip'.*--tta hvflip"):
+        evaluate_model(tmp_path / "b", synth_data, "val", None, backend="onnxruntime", tta="hvflip")

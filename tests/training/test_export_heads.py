@@ -49,6 +49,15 @@ def test_export_ships_the_chosen_head_and_evaluate_agrees(trained26, synth_data,
         evaluate_model(r.bundle, synth_data, "val", None, backend="onnxruntime", head=other)
 
 
+def test_tta_is_refused_on_the_nms_free_head_and_nothing_is_written(trained26, tmp_path):
+    from defectgate_training.export import export_bundle
+
+    with pytest.raises(BundleError, match=r"model.json: sidecar: .*tta 'hflip' averages a yolo_raw head; "
+                                          r"output.layout is 'end2end' .*--head nms"):
+        export_bundle(trained26, tmp_path / "b", tta="hflip")
+    assert not (tmp_path / "b").exists()
+
+
 def test_nms_free_head_is_refused_for_a_model_without_one(trained, tmp_path):
     from defectgate_training.export import export_bundle
 

@@ -59,10 +59,18 @@ def _check_head(root: Path, layout: str, head: str) -> None:
                           f"re-export with `defectgate export --head {head}` or drop --head")
 
 
-class BundlePredictor:
-    """Runs a bundle through the runtime's backend, preprocessing and decode."""
+def _check_tta(root: Path, declared: str, tta: str | None) -> None:
+    """Refuse a --tta other than the one the bundle's thresholds were calibrated with."""
+    if tta is not None and tta != declared:
+        raise BundleError(f"{root}: exported with tta '{declared}', not '{tta}'; re-export with "
+                          f"`defectgate export --tta {tta}` or drop --tta")
 
-    def __init__(self, path: str | Path, backend: str = "auto", head: str = "auto"):
+
+class BundlePredictor:
+    """Runs a bundle through the runtime's backend, preprocessing and decode (and the flip views
+    its sidecar declares: load_backend wraps them)."""
+
+    def __init__(self, path: str | Path, backend: str = "auto", head: str = "auto", tta: str | None = None):
         from defectgate.backends import load_backend
         from defectgate.bundle import load_bundle
         from defectgate.preprocess import Preprocessor
@@ -70,6 +78,7 @@ class BundlePredictor:
         self.bundle = load_bundle(path)
         self.sidecar = self.bundle.sidecar
         _check_head(self.bundle.root, self.sidecar.output.layout, head)
+        _check_tta(self.bundle.root, self.sidecar.tta, tta)
         self.backend = load_backend(self.bundle, backend)
         self.pre = Preprocessor(self.sidecar.input)
         self.classes = list(self.sidecar.classes)
@@ -94,27 +103,35 @@ class TorchPredictor:
     """A `.pt` checkpoint on the same letterbox and decode as the runtime (parity with the bundle)."""
 
     def __init__(self, weights: str | Path, imgsz: int | None = None, conf: float = 0.25, iou: float = 0.45,
-                 head: str = "auto"):
+                 head: str = "auto", tta: str | None = None):
         from defectgate.bundle import InputSpec, OutputSpec
         from defectgate.preprocess import Preprocessor
 
-        from .export import load_torch_model
+        from .export import head_strides, load_torch_model, torch_forward
 
         _, self.model, self.classes, train_args, _ = load_torch_model(Path(weights), head)
         size = int(imgsz or train_args.get("imgsz") or 640)
         self.pre = Preprocessor(InputSpec(imgsz=(size, size)))
         self.conf, self.iou = conf, iou
         self.output: OutputSpec | None = None
-        self.name = f"pytorch {weights} ({size} px)"
+        self.forward = lambda batch: torch_forward(self.model, batch)  # noqa: E731
+        if tta not in (None, "none"):  # the runtime's own flip views, around the PyTorch network
+            from defectgate.tta import FlipTTABackend
+
+            if getattr(self.model, "end2end", False):
+                raise BundleError(f"{weights}: tta averages the yolo_raw head; this model runs its NMS-free head "
+                                  "(use --head nms)")
+            views = FlipTTABackend(_TorchBackend(self.forward), tta, (size, size), head_strides(self.model),
+                                   len(self.classes))
+            self.forward = lambda batch: views.infer(batch)[0]  # noqa: E731
+        self.name = f"pytorch {weights} ({size} px{'' if tta in (None, 'none') else f', tta {tta}'})"
 
     def __call__(self, image: np.ndarray) -> Detections:
         from defectgate.bundle import OutputSpec
         from defectgate.postprocess import decode
 
-        from .export import torch_forward
-
         batch, info = self.pre(image)
-        raw = torch_forward(self.model, batch)
+        raw = self.forward(batch)
         if self.output is None:
             layout = "end2end" if raw.shape[-1] == 6 and raw.shape[1] != 4 + len(self.classes) else "yolo_raw"
             self.output = OutputSpec(layout=layout, shape=list(raw.shape), max_det=300)
@@ -127,17 +144,34 @@ class TorchPredictor:
         pass
 
 
-def open_predictor(model: str | Path, backend: str = "auto", imgsz: int | None = None, head: str = "auto"):
-    """head: for a .pt, which output head to run (export.HEADS); a bundle's sidecar already says."""
+class _TorchBackend:
+    """The PyTorch forward as a runtime Backend, so the runtime's FlipTTABackend can wrap it."""
+
+    name = "pytorch"
+
+    def __init__(self, forward):
+        self.forward = forward
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        return [self.forward(batch)]
+
+    def close(self) -> None:
+        pass
+
+
+def open_predictor(model: str | Path, backend: str = "auto", imgsz: int | None = None, head: str = "auto",
+                   tta: str | None = None):
+    """head: for a .pt, which output head to run (export.HEADS); a bundle's sidecar already says.
+    tta: for a .pt, the flip views to average (defectgate.tta.MODES); a bundle runs its sidecar's."""
     p = Path(model)
     if p.suffix == ".pt":
         if not p.is_file():
             raise BundleError(f"{p}: weights file not found")
-        return TorchPredictor(p, imgsz, head=head)
+        return TorchPredictor(p, imgsz, head=head, tta=tta)
     if p.is_dir() or p.name == "model.json":
-        return BundlePredictor(p, backend, head)
+        return BundlePredictor(p, backend, head, tta)
     if p.suffix in (".onnx", ".engine", ".xml") and (p.parent / "model.json").is_file():
-        return BundlePredictor(p.parent, backend, head)
+        return BundlePredictor(p.parent, backend, head, tta)
     raise BundleError(f"{p}: not a .pt checkpoint or a bundle folder with model.json")
 
 
@@ -350,11 +384,11 @@ def confusion(results: list[ImageResult], nc: int, thresholds: np.ndarray, iou: 
 # ---------------------------------------------------------------- top level
 def evaluate_model(model: str | Path, data: str | Path, split: str = "val", target_escape: float | None = 0.02,
                    backend: str = "auto", plots_dir: str | Path | None = None, imgsz: int | None = None,
-                   limit: int | None = None, head: str = "auto") -> dict:
+                   limit: int | None = None, head: str = "auto", tta: str | None = None) -> dict:
     """Evaluate `model` on `data`'s `split`. With `target_escape`, per-class thresholds are calibrated
     on this split and the part-level rates are reported at them; without, at the model's own
     thresholds (a bundle's sidecar)."""
-    predictor = open_predictor(model, backend, imgsz, head)
+    predictor = open_predictor(model, backend, imgsz, head, tta)
     try:
         results, names = collect(predictor, data, split, limit)
         own = predictor.thresholds()

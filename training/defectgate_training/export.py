@@ -86,6 +86,20 @@ def load_torch_model(weights: Path, head: str = "auto"):
     return yolo, model, names, train_args, arch
 
 
+def head_strides(model) -> list[int]:
+    """The detection head's strides in anchor order (e.g. [8, 16, 32]); the sidecar records them."""
+    stride = getattr(model, "stride", None)
+    return [int(s) for s in stride.tolist()] if stride is not None else []
+
+
+def _check_sidecar(root: Path) -> None:
+    """Read the new sidecar with the runtime's own reader, so that an impossible combination (tta on
+    an end2end head, say) fails here with the runtime's message, before anything is measured."""
+    from defectgate.bundle import read_sidecar
+
+    read_sidecar(root / "model.json")
+
+
 def nms_free(model) -> bool:
     """YOLO26/YOLOv10-style models carry a one-to-one head that needs no NMS."""
     head = model.model[-1] if hasattr(model, "model") else None
@@ -186,7 +200,7 @@ def parity_check(bundle_dir: Path, torch_model, images: list[np.ndarray], tol: P
 
     bundle = load_bundle(bundle_dir)
     sc = bundle.sidecar
-    backend = load_backend(bundle, "onnxruntime")
+    backend = load_backend(bundle, "onnxruntime", tta=False)  # the network against the network
     pre = Preprocessor(sc.input)
     nc = len(sc.classes)
     matched, problems, max_box, max_score, max_raw = 0, [], 0.0, 0.0, 0.0
@@ -227,7 +241,7 @@ def parity_check(bundle_dir: Path, torch_model, images: list[np.ndarray], tol: P
 
 
 def build_sidecar(onnx_path: Path, names: list[str], imgsz: int, arch: str, precision: str,
-                  training: dict) -> dict:
+                  training: dict, strides: list[int] | None = None, tta: str = "none") -> dict:
     from defectgate.bundle import sha256_file  # hashing only; the sidecar itself is our own dict
 
     layout, dims, out_name, in_name = detect_layout(onnx_path, len(names))
@@ -244,9 +258,11 @@ def build_sidecar(onnx_path: Path, names: list[str], imgsz: int, arch: str, prec
                   "scale": 1.0 / 255.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
                   "letterbox_pad": 114, "letterbox_center": True, "batch": 1},
         "output": {"name": out_name, "layout": layout, "shape": dims,
-                   "max_det": int(dims[1]) if layout == "end2end" else 300},
+                   "max_det": int(dims[1]) if layout == "end2end" else 300,
+                   "strides": list(strides or []) if layout == "yolo_raw" else []},
         "conf_threshold": 0.25,
         "iou_threshold": 0.45,
+        "tta": tta,
         "class_thresholds": {},
         "metrics": {},
         "training": training,
@@ -290,7 +306,9 @@ def _training_facts(weights: Path, data: str | None, train_args: dict) -> dict:
 def export_bundle(weights: str | Path, out: str | Path, data: str | None = None, imgsz: int | None = None,
                   half: bool = False, parity_images: int = 8, calibrate: bool = True,
                   target_escape: float = 0.02, split: str = "val", opset: int = 17,
-                  head: str = "auto") -> ExportResult:
+                  head: str = "auto", tta: str = "none") -> ExportResult:
+    """tta: flip views the bundle is judged with (defectgate.tta; 'none', 'hflip', 'hvflip'); the
+    thresholds are calibrated with them on, and the parity check compares the bare network."""
     weights, out = Path(weights), Path(out)
     if not weights.is_file():
         raise BundleError(f"{weights}: weights file not found; train first with 'defectgate train'")
@@ -316,8 +334,10 @@ def export_bundle(weights: str | Path, out: str | Path, data: str | None = None,
             exported.replace(onnx_path)
         if half:
             to_fp16(onnx_path)
-        sidecar = build_sidecar(onnx_path, names, imgsz, arch, precision, _training_facts(weights, data, train_args))
+        sidecar = build_sidecar(onnx_path, names, imgsz, arch, precision, _training_facts(weights, data, train_args),
+                                head_strides(torch_model), tta)
         write_json(tmp / "model.json", sidecar)
+        _check_sidecar(tmp)
         images = sample_images(data, split, parity_images, imgsz)
         parity = parity_check(tmp, torch_model, images, PARITY[precision])
         log.info("parity: %d detections compared on %d images, max score diff %.4f, max box diff %.3f px",

@@ -14,9 +14,12 @@ log = logging.getLogger(__name__)
 NAMES = ("auto", "onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "openvino", "tensorrt")
 
 
-def load_backend(bundle: Bundle, name: str = "auto", threads: int = 0, compute_precision: str = "f32") -> Backend:
-    """Open `bundle` with the named backend. `auto`: a TensorRT engine runs on TensorRT; an ONNX
-    bundle runs on OpenVINO on an x86 CPU where it is installed, else on ONNX Runtime.
+def load_backend(bundle: Bundle, name: str = "auto", threads: int = 0, compute_precision: str = "f32",
+                 tta: bool = True) -> Backend:
+    """Open `bundle` with the named backend, wrapped in the flip views its sidecar declares (tta.py)
+    unless `tta` is False (export's parity check and INT8 calibration want the bare network).
+    `auto`: a TensorRT engine runs on TensorRT; an ONNX bundle runs on OpenVINO on an x86 CPU where
+    it is installed, else on ONNX Runtime.
     `compute_precision` (f32, bf16, f16) is OpenVINO's inference precision for float layers: bf16
     roughly halves CPU time where the CPU has AVX512_BF16/AMX; check the accuracy before using it."""
     engine = bundle.sidecar.engine
@@ -30,6 +33,15 @@ def load_backend(bundle: Bundle, name: str = "auto", threads: int = 0, compute_p
         else:
             name = "onnxruntime"
         log.info("backend auto -> %s for %s", name, bundle.model_path.name)
+    backend = _open(bundle, name, threads, compute_precision)
+    if not tta:
+        return backend
+    from ..tta import with_tta
+
+    return with_tta(backend, bundle.sidecar)
+
+
+def _open(bundle: Bundle, name: str, threads: int, compute_precision: str) -> Backend:
     if compute_precision != "f32" and name != "openvino":
         raise BackendError(f"compute_precision '{compute_precision}' is an OpenVINO setting; backend '{name}' runs "
                            "the bundle's own precision (export an FP16 or INT8 bundle instead)")

@@ -25,11 +25,14 @@ def main(argv: list[str]) -> int:
                    help="for a .pt with two heads (YOLO26): auto/nms-free runs the one-to-one head, nms the "
                         "one-to-many head with NMS; match the bundle's `defectgate export --head`. A bundle runs "
                         "the head it was exported with and refuses the other one")
+    p.add_argument("--tta", choices=("none", "hflip", "hvflip"),
+                   help="for a .pt: also judge the mirror image(s) and average (as `defectgate export --tta`); a "
+                        "bundle runs the views its sidecar declares and refuses others")
     a = p.parse_args(argv)
     from ..evaluate import evaluate_model, write_json
 
     r = evaluate_model(a.model, a.data, a.split, None if a.no_calibrate else a.target_escape, a.backend, a.plots, a.imgsz,
-                       head=a.head)
+                       head=a.head, tta=a.tta)
     print(f"{r['runs_on']} on {r['split']} ({r['images']} images)")
     print(f"mAP50 {r['map50']:.4f}  mAP50-95 {r['map50_95']:.4f}")
     print(f"{'class':<18}{'boxes':>7}{'AP50':>8}{'AP50-95':>9}{'P':>7}{'R':>7}{'thr':>7}")

@@ -25,6 +25,9 @@ def main(argv: list[str]) -> int:
                    help="YOLO26-style models have two heads: auto/nms-free ships the NMS-free one-to-one head "
                         "(end2end output), nms the one-to-many head whose boxes the runtime NMSes (more accurate "
                         "after short from-scratch training, see docs/accuracy.md); other models always use nms")
+    p.add_argument("--tta", choices=("none", "hflip", "hvflip"), default="none",
+                   help="judge every frame also as its mirror image(s) and average the head's output: hflip 2 "
+                        "inferences per frame, hvflip 4 (docs/accuracy.md); the thresholds are calibrated with it")
     p.add_argument("--parity-images", type=int, default=8)
     p.add_argument("--engine", choices=("onnxruntime", "openvino"), default="onnxruntime",
                    help="engine of the extra export: onnxruntime (INT8 QDQ ONNX) or openvino (with --int8: an NNCF INT8 "
@@ -39,10 +42,10 @@ def main(argv: list[str]) -> int:
     if a.int8 and not (a.calib or a.data):
         raise ConfigError("--int8 needs --calib DIR (images like the line's) or --data to calibrate on")
     r = export_bundle(a.weights, a.out, a.data, a.imgsz, half=a.half, parity_images=a.parity_images,
-                      calibrate=not a.no_calibrate, target_escape=a.target_escape, head=a.head)
+                      calibrate=not a.no_calibrate, target_escape=a.target_escape, head=a.head, tta=a.tta)
     sc, par = r.sidecar, r.parity
     print(f"bundle {r.bundle}: {sc['architecture']} {sc['precision']} {sc['output']['layout']} {sc['input']['imgsz']} "
-          f"classes {sc['classes']}")
+          f"tta {sc['tta']} classes {sc['classes']}")
     print(f"parity vs PyTorch: {par['detections_compared']} detections on {par['images']} images, "
           f"max score diff {par['max_score_diff']}, max box diff {par['max_box_px']} px (tolerance {par['tolerance']})")
     if r.evaluation:
