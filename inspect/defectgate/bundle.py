@@ -24,9 +24,6 @@ SIDECAR_NAME = "model.json"
 #   yolo_raw: (1, 4 + nc, anchors), boxes cx cy w h in input pixels, class scores after sigmoid; needs NMS
 #   end2end:  (1, max_det, 6), x1 y1 x2 y2 score class in input pixels; NMS-free (YOLO26, YOLOv10)
 OutputLayout = Literal["yolo_raw", "end2end"]
-# Test-time augmentation the bundle is judged with (tta.py): the frame alone, or also its mirror
-# images, averaged per anchor. Export calibrates the thresholds with it, so it belongs to the bundle.
-TtaMode = Literal["none", "hflip", "hvflip"]
 
 
 class _Strict(BaseModel):
@@ -56,6 +53,32 @@ class OutputSpec(_Strict):
     strides: list[int] = Field(default_factory=list)
 
 
+class TtaSpec(_Strict):
+    """Test-time augmentation the bundle is judged with (tta.py): mirror views averaged per anchor,
+    and shrunk views fused with the frame's. Export calibrates the thresholds with it on, so it
+    belongs to the bundle, not to the station config."""
+
+    flips: Literal["none", "hflip", "hvflip"] = "none"
+    scales: list[float] = Field(default_factory=lambda: [1.0])
+
+    @field_validator("scales")
+    @classmethod
+    def _scales(cls, v: list[float]) -> list[float]:
+        if not v or v[0] != 1.0:
+            raise ValueError(f"scales must start with 1.0 (the frame itself), got {v}")
+        if any(not 0.25 <= s <= 1.0 for s in v) or len(set(v)) != len(v):
+            raise ValueError(f"scales must be distinct factors in 0.25..1.0, got {v}")
+        return v
+
+    @property
+    def active(self) -> bool:
+        return self.flips != "none" or len(self.scales) > 1
+
+    @property
+    def views(self) -> int:
+        return {"none": 1, "hflip": 2, "hvflip": 4}[self.flips] * len(self.scales)
+
+
 class Sidecar(_Strict):
     format: Literal["defectgate-bundle"] = "defectgate-bundle"
     schema_version: int = SCHEMA_VERSION
@@ -69,7 +92,7 @@ class Sidecar(_Strict):
     output: OutputSpec
     conf_threshold: float = 0.25
     iou_threshold: float = 0.45
-    tta: TtaMode = "none"
+    tta: TtaSpec = Field(default_factory=TtaSpec)
     class_thresholds: dict[str, float] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
@@ -100,21 +123,21 @@ class Sidecar(_Strict):
 
     @model_validator(mode="after")
     def _tta_fits_the_head(self) -> "Sidecar":
-        if self.tta == "none":
+        if not self.tta.active:
             return self
-        out = self.output
+        out, tta = self.output, f"tta {self.tta.model_dump()}"
         if out.layout != "yolo_raw":
-            raise ValueError(f"tta '{self.tta}' averages a yolo_raw head; output.layout is '{out.layout}' "
+            raise ValueError(f"{tta} merges the views of a yolo_raw head; output.layout is '{out.layout}' "
                              "(export a YOLO26 model with --head nms to use tta)")
         if not out.strides:
-            raise ValueError(f"tta '{self.tta}' needs output.strides (the head's strides); re-export the bundle")
+            raise ValueError(f"{tta} needs output.strides (the head's strides); re-export the bundle")
         h, w = self.input.imgsz
         if h % max(out.strides) or w % max(out.strides):
-            raise ValueError(f"tta '{self.tta}': input.imgsz {h}x{w} is not a multiple of the largest stride "
+            raise ValueError(f"{tta}: input.imgsz {h}x{w} is not a multiple of the largest stride "
                              f"{max(out.strides)}, so mirrored grids do not line up")
         anchors = sum((h // s) * (w // s) for s in out.strides)
         if isinstance(out.shape[-1], int) and out.shape[-1] != anchors:
-            raise ValueError(f"tta '{self.tta}': output.strides {out.strides} at {h}x{w} give {anchors} anchors, "
+            raise ValueError(f"{tta}: output.strides {out.strides} at {h}x{w} give {anchors} anchors, "
                              f"output.shape says {out.shape[-1]}")
         return self
 

@@ -1,6 +1,7 @@
-"""Flip test-time augmentation (defectgate.tta): the anchor permutation, mirror invariance on the real
-tiny YOLO11n through ONNX Runtime, the station's own path, and the sidecar checks that refuse a
-bundle whose head or geometry cannot be mirrored."""
+"""Test-time augmentation (defectgate.tta, postprocess.fuse_views): the anchor permutation, mirror
+invariance on the real tiny YOLO11n through ONNX Runtime, shrunk views mapped back to the frame,
+box fusion, the station's own path, and the sidecar checks that refuse a bundle whose head or
+geometry cannot take the views."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import numpy as np
 import pytest
 
 from defectgate.backends import load_backend
-from defectgate.bundle import load_bundle, read_sidecar, write_sidecar
+from defectgate.bundle import InputSpec, OutputSpec, TtaSpec, load_bundle, read_sidecar, write_sidecar
 from defectgate.errors import BundleError
-from defectgate.postprocess import decode
-from defectgate.preprocess import Preprocessor
-from defectgate.tta import MODES, FlipTTABackend, anchor_grids, view_permutation
+from defectgate.postprocess import decode, fuse_views
+from defectgate.preprocess import LetterboxInfo, Preprocessor
+from defectgate.tta import FLIPS, PRESETS, TTABackend, anchor_grids, view_permutation
 
 from station_helpers import IMGSZ
 
@@ -48,7 +49,7 @@ def _tta_bundle(tiny_bundle, tmp_path, mode):
     shutil.copytree(tiny_bundle, root)
     side = read_sidecar(root / "model.json")
     out = side.output.model_copy(update={"strides": STRIDES})
-    write_sidecar(root, side.model_copy(update={"output": out, "tta": mode}))
+    write_sidecar(root, side.model_copy(update={"output": out, "tta": PRESETS[mode]}))
     return load_bundle(root)
 
 
@@ -74,6 +75,7 @@ def test_averaged_output_is_mirror_invariant_on_the_real_model(tiny_bundle, tmp_
         mirrored = backend.infer(pre(np.ascontiguousarray(img[:, ::-1]))[0].copy())[0]
     finally:
         backend.close()
+    assert plain.shape == (1, 4 + len(bundle.classes), sum(r * c for r, c in anchor_grids((IMGSZ, IMGSZ), STRIDES)))
     perm = view_permutation(anchor_grids((IMGSZ, IMGSZ), STRIDES), True, False)
     back = mirrored[..., perm].copy()
     back[..., 0, :] = IMGSZ - back[..., 0, :]
@@ -130,12 +132,12 @@ def test_views_are_mirrored_inputs_and_the_caller_batch_is_untouched():
     anchors = sum(r * c for r, c in anchor_grids(imgsz, STRIDES))
     raw = np.random.default_rng(0).random((1, 4 + nc, anchors), dtype=np.float32)
     rec = _Recorder(raw)
-    tta = FlipTTABackend(rec, "hvflip", imgsz, STRIDES, nc)
+    tta = TTABackend(rec, TtaSpec(flips="hvflip"), InputSpec(imgsz=imgsz), STRIDES, nc)
     batch = np.random.default_rng(1).random((1, 3, *imgsz), dtype=np.float32)
     keep = batch.copy()
     tta.infer(batch)
     np.testing.assert_array_equal(batch, keep)
-    assert len(rec.seen) == len(MODES["hvflip"]) == 4
+    assert len(rec.seen) == len(FLIPS["hvflip"]) == 4
     np.testing.assert_array_equal(rec.seen[1], batch[..., ::-1])
     np.testing.assert_array_equal(rec.seen[2], batch[..., ::-1, :])
     np.testing.assert_array_equal(rec.seen[3], batch[..., ::-1, ::-1])
@@ -144,19 +146,95 @@ def test_views_are_mirrored_inputs_and_the_caller_batch_is_untouched():
 
 def test_wrong_output_shape_is_named():
     rec = _Recorder(np.zeros((1, 6, 10), np.float32))
-    tta = FlipTTABackend(rec, "hflip", (64, 64), STRIDES, 2)
+    tta = TTABackend(rec, TtaSpec(flips="hflip"), InputSpec(imgsz=(64, 64)), STRIDES, 2)
     with pytest.raises(Exception, match=r"not \(1, 6, 84\).*output.strides"):
         tta.infer(np.zeros((1, 3, 64, 64), np.float32))
 
 
 def test_no_tta_leaves_the_backend_as_it_is(tiny_bundle):
     bundle = load_bundle(tiny_bundle)
-    assert bundle.sidecar.tta == "none"
+    assert not bundle.sidecar.tta.active
     backend = load_backend(bundle, "onnxruntime", threads=1)
     try:
         assert "+tta" not in backend.name
     finally:
         backend.close()
+
+
+class _BoxAt:
+    """A fake head that puts one box of class 0 on every anchor: at the centre of the bright square in
+    whatever input it is given (found from the pixels, as a model would), 0 elsewhere."""
+
+    name = "box-at"
+
+    def __init__(self, anchors, nc=2):
+        self.anchors, self.nc = anchors, nc
+
+    def infer(self, batch):
+        ys, xs = np.nonzero(batch[0, 0] > 0.9)
+        raw = np.zeros((1, 4 + self.nc, self.anchors), np.float32)
+        raw[0, 0], raw[0, 1] = (xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2
+        raw[0, 2], raw[0, 3] = xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()
+        raw[0, 4] = 0.8
+        return [raw]
+
+    def close(self):
+        pass
+
+
+def test_shrunk_views_map_their_boxes_back_to_the_frame():
+    """A square at a known place: every scale's view sees it shrunk and moved toward the centre;
+    mapped back, every view's box is the square's box in the frame's input pixels."""
+    imgsz, spec = (64, 64), InputSpec(imgsz=(64, 64))
+    anchors = sum(r * c for r, c in anchor_grids(imgsz, STRIDES))
+    batch = np.full((1, 3, *imgsz), 114 / 255, np.float32)
+    batch[..., 8:24, 36:60] = 1.0  # rows 8-23, columns 36-59
+    tta = TTABackend(_BoxAt(anchors), TtaSpec(flips="hflip", scales=[1.0, 0.75, 0.5]), spec, STRIDES, 2)
+    assert tta.name == "box-at+tta:hflip@1,0.75,0.5"
+    out = tta.infer(batch)[0]
+    assert out.shape == (3, 6, anchors)
+    for k in range(3):  # resizing blurs the square's edges by about a pixel at the smaller scales
+        np.testing.assert_allclose(out[k, :4, 0], [48, 16, 24, 16], atol=1.5 / [1.0, 0.75, 0.5][k])
+    info = LetterboxInfo(gain=1.0, pad_x=0.0, pad_y=0.0, src_hw=imgsz)
+    dets = decode(out, OutputSpec(layout="yolo_raw", shape=[1, 6, anchors]), 2, info, 0.25, 0.45)
+    assert len(dets) == 1 and dets.class_id[0] == 0  # the three views' boxes fuse into one
+    assert dets.confidence[0] == pytest.approx(0.8)
+    np.testing.assert_allclose(dets.xyxy[0], [36, 8, 60, 24], atol=1.5)
+
+
+def test_fuse_views_scores_by_how_many_views_saw_the_defect():
+    box = np.array([[10, 10, 30, 30]], np.float32)
+    shifted = box + 2
+    far = np.array([[50, 50, 60, 60]], np.float32)
+    views = [(np.concatenate([box, far]), np.array([0.9, 0.6], np.float32), np.array([1, 1])),
+             (shifted, np.array([0.7], np.float32), np.array([1])),
+             (box, np.array([0.5], np.float32), np.array([0]))]  # same place, other class: not fused
+    xyxy, conf, cls = fuse_views(views)
+    assert len(conf) == 3
+    np.testing.assert_allclose(conf, [(0.9 + 0.7) / 3, 0.6 / 3, 0.5 / 3], rtol=1e-6)
+    np.testing.assert_array_equal(cls, [1, 1, 0])
+    np.testing.assert_allclose(xyxy[0], (box[0] * 0.9 + shifted[0] * 0.7) / 1.6, rtol=1e-6)
+    # one view with two boxes in the group counts once, with its best score
+    twice = [(np.concatenate([box, shifted]), np.array([0.8, 0.4], np.float32), np.array([1, 1])),
+             (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))]
+    assert fuse_views(twice)[1].tolist() == pytest.approx([0.4])
+    assert [len(a) for a in fuse_views([twice[1], twice[1]])] == [0, 0, 0]
+
+
+def test_fused_scores_do_not_depend_on_the_callers_threshold():
+    """The station decodes at its rules' floor, evaluation at 0.001: the fused scores must agree."""
+    rng = np.random.default_rng(3)
+    anchors = 84
+    raw = rng.random((3, 6, anchors), dtype=np.float32)
+    raw[:, :2] *= 64
+    raw[:, 2:4] = raw[:, 2:4] * 20 + 4
+    raw[:, 4:] **= 3
+    spec, info = OutputSpec(layout="yolo_raw", shape=[1, 6, anchors]), LetterboxInfo(1.0, 0.0, 0.0, (64, 64))
+    low, high = decode(raw, spec, 2, info, 0.001, 0.45), decode(raw, spec, 2, info, 0.3, 0.45)
+    assert 0 < len(high) < len(low)
+    kept = low.confidence >= 0.3
+    np.testing.assert_allclose(high.confidence, low.confidence[kept])
+    np.testing.assert_allclose(high.xyxy, low.xyxy[kept])
 
 
 def _write_raw(root, **changes):
@@ -169,12 +247,18 @@ def _write_raw(root, **changes):
     return path
 
 
+HFLIP = {"flips": "hflip", "scales": [1.0]}
+
+
 @pytest.mark.parametrize("changes, message", [
-    ({"tta": "hflip"}, r"tta 'hflip' needs output.strides"),
-    ({"tta": "hflip", "output.strides": [8, 16, 32], "output.layout": "end2end"}, r"yolo_raw head.*--head nms"),
-    ({"tta": "hflip", "output.strides": [8, 16, 24]}, r"not a multiple of the largest stride 24"),
-    ({"tta": "hflip", "output.strides": [8, 16]}, r"give 80 anchors, output.shape says 84"),
-    ({"tta": "rot90", "output.strides": [8, 16, 32]}, r"sidecar key 'tta'"),
+    ({"tta": HFLIP}, r"tta \{'flips': 'hflip', 'scales': \[1.0\]\} needs output.strides"),
+    ({"tta": {"scales": [1.0, 0.8]}, "output.strides": [8, 16, 32], "output.layout": "end2end"},
+     r"yolo_raw head.*--head nms"),
+    ({"tta": HFLIP, "output.strides": [8, 16, 24]}, r"not a multiple of the largest stride 24"),
+    ({"tta": HFLIP, "output.strides": [8, 16]}, r"give 80 anchors, output.shape says 84"),
+    ({"tta": {"flips": "rot90"}, "output.strides": [8, 16, 32]}, r"sidecar key 'tta.flips'"),
+    ({"tta": {"scales": [0.8, 1.0]}, "output.strides": [8, 16, 32]}, r"'tta.scales'.*must start with 1.0"),
+    ({"tta": {"scales": [1.0, 0.1]}, "output.strides": [8, 16, 32]}, r"'tta.scales'.*0.25..1.0"),
 ])
 def test_sidecar_refuses_tta_that_cannot_be_mirrored(tiny_bundle, tmp_path, changes, message):
     root = tmp_path / "b"

@@ -125,13 +125,13 @@ def test_export_with_tta_records_the_views_and_the_runtime_judges_with_them(bund
     from defectgate_training.evaluate import evaluate_model, open_predictor
 
     plain = load_bundle(bundle.bundle).sidecar
-    assert plain.tta == "none" and plain.output.strides == [8, 16, 32]  # every yolo_raw export records them
+    assert not plain.tta.active and plain.output.strides == [8, 16, 32]  # every yolo_raw export records them
     rc = main(["export", "--weights", str(trained.best), "--data", str(synth_data), "--out", str(tmp_path / "b"),
                "--tta", "hflip", "--parity-images", "2"])
     assert rc == 0
     assert "tta hflip" in capsys.readouterr().out
     sc = load_bundle(tmp_path / "b").sidecar
-    assert sc.tta == "hflip" and sc.output.strides == [8, 16, 32]
+    assert sc.tta.flips == "hflip" and sc.tta.scales == [1.0] and sc.output.strides == [8, 16, 32]
     assert sc.engine_info["parity"]["passed"] is True  # parity compares the bare network with PyTorch
     # what export calibrated on is what evaluate (and the station) measures: the views are on
     again = evaluate_model(tmp_path / "b", synth_data, "val", None, backend="onnxruntime")
@@ -150,5 +150,5 @@ def test_export_with_tta_records_the_views_and_the_runtime_judges_with_them(bund
     assert "tta hflip" in pt.name
     np.testing.assert_allclose(pt.forward(batch), a, atol=1e-3)
     # a bundle judges with the views it was calibrated with and refuses others
-    with pytest.raises(BundleError, match=r"exported with tta 'hflip', not 'hvflip'.*--tta hvflip"):
+    with pytest.raises(BundleError, match=r"exported with tta \{'flips': 'hflip', 'scales': \[1.0\]\}, not 'hvflip'"):
         evaluate_model(tmp_path / "b", synth_data, "val", None, backend="onnxruntime", tta="hvflip")

@@ -52,8 +52,8 @@ def test_export_ships_the_chosen_head_and_evaluate_agrees(trained26, synth_data,
 def test_tta_is_refused_on_the_nms_free_head_and_nothing_is_written(trained26, tmp_path):
     from defectgate_training.export import export_bundle
 
-    with pytest.raises(BundleError, match=r"model.json: sidecar: .*tta 'hflip' averages a yolo_raw head; "
-                                          r"output.layout is 'end2end' .*--head nms"):
+    with pytest.raises(BundleError, match=r"model.json: sidecar: .*tta \{'flips': 'hflip', .*\} merges the views of "
+                                          r"a yolo_raw head; output.layout is 'end2end' .*--head nms"):
         export_bundle(trained26, tmp_path / "b", tta="hflip")
     assert not (tmp_path / "b").exists()
 

@@ -59,10 +59,12 @@ def _check_head(root: Path, layout: str, head: str) -> None:
                           f"re-export with `defectgate export --head {head}` or drop --head")
 
 
-def _check_tta(root: Path, declared: str, tta: str | None) -> None:
+def _check_tta(root: Path, declared, tta: str | None) -> None:
     """Refuse a --tta other than the one the bundle's thresholds were calibrated with."""
-    if tta is not None and tta != declared:
-        raise BundleError(f"{root}: exported with tta '{declared}', not '{tta}'; re-export with "
+    from defectgate.tta import preset
+
+    if tta is not None and preset(tta) != declared:
+        raise BundleError(f"{root}: exported with tta {declared.model_dump()}, not '{tta}'; re-export with "
                           f"`defectgate export --tta {tta}` or drop --tta")
 
 
@@ -115,14 +117,14 @@ class TorchPredictor:
         self.conf, self.iou = conf, iou
         self.output: OutputSpec | None = None
         self.forward = lambda batch: torch_forward(self.model, batch)  # noqa: E731
-        if tta not in (None, "none"):  # the runtime's own flip views, around the PyTorch network
-            from defectgate.tta import FlipTTABackend
+        if tta not in (None, "none"):  # the runtime's own views, around the PyTorch network
+            from defectgate.tta import TTABackend, preset
 
             if getattr(self.model, "end2end", False):
-                raise BundleError(f"{weights}: tta averages the yolo_raw head; this model runs its NMS-free head "
-                                  "(use --head nms)")
-            views = FlipTTABackend(_TorchBackend(self.forward), tta, (size, size), head_strides(self.model),
-                                   len(self.classes))
+                raise BundleError(f"{weights}: tta merges the views of a yolo_raw head; this model runs its NMS-free "
+                                  "head (use --head nms)")
+            views = TTABackend(_TorchBackend(self.forward), preset(tta), self.pre.spec, head_strides(self.model),
+                               len(self.classes))
             self.forward = lambda batch: views.infer(batch)[0]  # noqa: E731
         self.name = f"pytorch {weights} ({size} px{'' if tta in (None, 'none') else f', tta {tta}'})"
 

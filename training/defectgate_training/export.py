@@ -241,7 +241,7 @@ def parity_check(bundle_dir: Path, torch_model, images: list[np.ndarray], tol: P
 
 
 def build_sidecar(onnx_path: Path, names: list[str], imgsz: int, arch: str, precision: str,
-                  training: dict, strides: list[int] | None = None, tta: str = "none") -> dict:
+                  training: dict, strides: list[int] | None = None, tta: dict | None = None) -> dict:
     from defectgate.bundle import sha256_file  # hashing only; the sidecar itself is our own dict
 
     layout, dims, out_name, in_name = detect_layout(onnx_path, len(names))
@@ -262,7 +262,7 @@ def build_sidecar(onnx_path: Path, names: list[str], imgsz: int, arch: str, prec
                    "strides": list(strides or []) if layout == "yolo_raw" else []},
         "conf_threshold": 0.25,
         "iou_threshold": 0.45,
-        "tta": tta,
+        "tta": tta or {"flips": "none", "scales": [1.0]},
         "class_thresholds": {},
         "metrics": {},
         "training": training,
@@ -307,8 +307,11 @@ def export_bundle(weights: str | Path, out: str | Path, data: str | None = None,
                   half: bool = False, parity_images: int = 8, calibrate: bool = True,
                   target_escape: float = 0.02, split: str = "val", opset: int = 17,
                   head: str = "auto", tta: str = "none") -> ExportResult:
-    """tta: flip views the bundle is judged with (defectgate.tta; 'none', 'hflip', 'hvflip'); the
-    thresholds are calibrated with them on, and the parity check compares the bare network."""
+    """tta: a defectgate.tta preset naming the views the bundle is judged with (none, hflip, hvflip,
+    hvflip-ms); the thresholds are calibrated with them on, the parity check compares the bare network."""
+    from defectgate.tta import preset
+
+    tta_spec = preset(tta).model_dump()  # refuses an unknown name before any work
     weights, out = Path(weights), Path(out)
     if not weights.is_file():
         raise BundleError(f"{weights}: weights file not found; train first with 'defectgate train'")
@@ -335,7 +338,7 @@ def export_bundle(weights: str | Path, out: str | Path, data: str | None = None,
         if half:
             to_fp16(onnx_path)
         sidecar = build_sidecar(onnx_path, names, imgsz, arch, precision, _training_facts(weights, data, train_args),
-                                head_strides(torch_model), tta)
+                                head_strides(torch_model), tta_spec)
         write_json(tmp / "model.json", sidecar)
         _check_sidecar(tmp)
         images = sample_images(data, split, parity_images, imgsz)

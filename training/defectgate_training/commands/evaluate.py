@@ -6,6 +6,8 @@ import argparse
 
 
 def main(argv: list[str]) -> int:
+    from defectgate.tta import PRESETS
+
     from ..export import HEADS  # the one list of heads, beside load_torch_model
 
     p = argparse.ArgumentParser(prog="defectgate evaluate", description=(
@@ -25,7 +27,7 @@ def main(argv: list[str]) -> int:
                    help="for a .pt with two heads (YOLO26): auto/nms-free runs the one-to-one head, nms the "
                         "one-to-many head with NMS; match the bundle's `defectgate export --head`. A bundle runs "
                         "the head it was exported with and refuses the other one")
-    p.add_argument("--tta", choices=("none", "hflip", "hvflip"),
+    p.add_argument("--tta", choices=tuple(PRESETS),
                    help="for a .pt: also judge the mirror image(s) and average (as `defectgate export --tta`); a "
                         "bundle runs the views its sidecar declares and refuses others")
     a = p.parse_args(argv)

@@ -6,6 +6,8 @@ import argparse
 
 
 def main(argv: list[str]) -> int:
+    from defectgate.tta import PRESETS
+
     from ..export import HEADS  # the one list of heads, beside load_torch_model
 
     p = argparse.ArgumentParser(prog="defectgate export", description=(
@@ -25,9 +27,10 @@ def main(argv: list[str]) -> int:
                    help="YOLO26-style models have two heads: auto/nms-free ships the NMS-free one-to-one head "
                         "(end2end output), nms the one-to-many head whose boxes the runtime NMSes (more accurate "
                         "after short from-scratch training, see docs/accuracy.md); other models always use nms")
-    p.add_argument("--tta", choices=("none", "hflip", "hvflip"), default="none",
-                   help="judge every frame also as its mirror image(s) and average the head's output: hflip 2 "
-                        "inferences per frame, hvflip 4 (docs/accuracy.md); the thresholds are calibrated with it")
+    p.add_argument("--tta", choices=tuple(PRESETS), default="none",
+                   help="judge every frame also as its mirror image(s) (hflip: 2 inferences per frame, hvflip: 4) "
+                        "and shrunk (hvflip-ms: hvflip at scales 1, 0.83, 0.67, 12 inferences) and merge what they "
+                        "see (docs/accuracy.md); the thresholds are calibrated with it")
     p.add_argument("--parity-images", type=int, default=8)
     p.add_argument("--engine", choices=("onnxruntime", "openvino"), default="onnxruntime",
                    help="engine of the extra export: onnxruntime (INT8 QDQ ONNX) or openvino (with --int8: an NNCF INT8 "
@@ -45,7 +48,7 @@ def main(argv: list[str]) -> int:
                       calibrate=not a.no_calibrate, target_escape=a.target_escape, head=a.head, tta=a.tta)
     sc, par = r.sidecar, r.parity
     print(f"bundle {r.bundle}: {sc['architecture']} {sc['precision']} {sc['output']['layout']} {sc['input']['imgsz']} "
-          f"tta {sc['tta']} classes {sc['classes']}")
+          f"tta {a.tta} classes {sc['classes']}")
     print(f"parity vs PyTorch: {par['detections_compared']} detections on {par['images']} images, "
           f"max score diff {par['max_score_diff']}, max box diff {par['max_box_px']} px (tolerance {par['tolerance']})")
     if r.evaluation:
