@@ -110,8 +110,9 @@ ESCAPE_TOL ?= 0.0
 OVERKILL_TOL ?= 0.01
 # HEAD: which head a YOLO26 model ships (auto = NMS-free, nms = one-to-many + NMS; docs/accuracy.md).
 HEAD ?= auto
-# TTA: flip views the shipped bundle is judged with (none, hflip = 2 inferences per frame, hvflip = 4;
-# docs/accuracy.md "Flip test-time augmentation"); evaluate and export both use it.
+# TTA: views the shipped bundle judges each frame as (none; hflip, hvflip = 2, 4 mirror images; hvflip-ms =
+# those 4 at 3 scales, 12 inferences per frame; docs/accuracy.md "Test-time augmentation"); evaluate and
+# export both use it, and export calibrates the thresholds with it on.
 TTA ?= none
 
 # Dataset increments exported by the QA app (make qa) are merged into DATA before training, so

@@ -267,3 +267,32 @@ def test_sidecar_refuses_tta_that_cannot_be_mirrored(tiny_bundle, tmp_path, chan
     with pytest.raises(BundleError, match=message) as err:
         load_bundle(root)
     assert str(path) in str(err.value)
+
+
+def test_station_runs_a_bundle_with_all_views_and_records_them(tiny_bundle, tmp_path):
+    """The threaded station on a 12-view bundle: every part judged once, the archive names the views."""
+    import sqlite3
+
+    from defectgate.station import build_station
+
+    from station_helpers import station_cfg
+
+    bundle = _tta_bundle(tiny_bundle, tmp_path, "hvflip-ms")
+    uri = "synthetic://conveyor?parts=6&seed=2&width=96&height=72&realtime=0"
+    built = build_station(station_cfg(bundle.root, tmp_path / "run", uri, "pipeline.overflow=block"))
+    calls = {"n": 0}
+    inner = built.station.inspector.backend.backend
+    real = inner.infer
+
+    def counting(batch):
+        calls["n"] += 1
+        return real(batch)
+
+    inner.infer = counting
+    stats = built.station.run()
+    built.close()
+    assert len(stats.verdicts) == 6 and stats.inference_failures == 0
+    assert {v.part_id for v in stats.verdicts} == set(stats.captured)
+    assert calls["n"] == 6 * 12  # 4 mirrors at each of 3 scales, per frame
+    (backend,) = sqlite3.connect(built.archive.db_path).execute("SELECT backend FROM runs").fetchone()
+    assert backend == "onnxruntime:CPUExecutionProvider+tta:hvflip@1,0.83,0.67"
