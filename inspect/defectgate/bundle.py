@@ -74,10 +74,6 @@ class TtaSpec(_Strict):
     def active(self) -> bool:
         return self.flips != "none" or len(self.scales) > 1
 
-    @property
-    def views(self) -> int:
-        return {"none": 1, "hflip": 2, "hvflip": 4}[self.flips] * len(self.scales)
-
 
 class Sidecar(_Strict):
     format: Literal["defectgate-bundle"] = "defectgate-bundle"

@@ -2,7 +2,8 @@
 
 Models: an ONNX bundle (folder or model.json) or a TensorRT/OpenVINO bundle runs through the
 runtime's own path (load_bundle -> load_backend -> Preprocessor -> decode), so what is measured is
-what runs on the line; a `.pt` runs its PyTorch network on the same letterbox and the same decode.
+what runs on the line, test-time views (the sidecar's `tta`) included; a `.pt` runs its PyTorch network
+on the same letterbox and the same decode, and with `tta` (`--tta`) inside the runtime's own views.
 
 Numbers:
 - box level: mAP50 and mAP50-95 (COCO-style 101-point interpolated AP, greedy matching by score),

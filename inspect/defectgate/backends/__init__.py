@@ -16,7 +16,7 @@ NAMES = ("auto", "onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "ope
 
 def load_backend(bundle: Bundle, name: str = "auto", threads: int = 0, compute_precision: str = "f32",
                  tta: bool = True) -> Backend:
-    """Open `bundle` with the named backend, wrapped in the flip views its sidecar declares (tta.py)
+    """Open `bundle` with the named backend, wrapped in the test-time views its sidecar declares (tta.py)
     unless `tta` is False (export's parity check and INT8 calibration want the bare network).
     `auto`: a TensorRT engine runs on TensorRT; an ONNX bundle runs on OpenVINO on an x86 CPU where
     it is installed, else on ONNX Runtime.
