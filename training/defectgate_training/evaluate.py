@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from defectgate.errors import BundleError, DatasetError
+from defectgate.postprocess import pairwise_iou
 from defectgate.types import Detections
 
 from .datayaml import label_path_for, load_data_yaml, read_image, read_labels, split_images
@@ -70,7 +71,7 @@ def _check_tta(root: Path, declared, tta: str | None) -> None:
 
 
 class BundlePredictor:
-    """Runs a bundle through the runtime's backend, preprocessing and decode (and the flip views
+    """Runs a bundle through the runtime's backend, preprocessing and decode (and the test-time views
     its sidecar declares: load_backend wraps them)."""
 
     def __init__(self, path: str | Path, backend: str = "auto", head: str = "auto", tta: str | None = None):
@@ -148,7 +149,7 @@ class TorchPredictor:
 
 
 class _TorchBackend:
-    """The PyTorch forward as a runtime Backend, so the runtime's FlipTTABackend can wrap it."""
+    """The PyTorch forward as a runtime Backend, so the runtime's TTABackend can wrap it."""
 
     name = "pytorch"
 
@@ -165,7 +166,7 @@ class _TorchBackend:
 def open_predictor(model: str | Path, backend: str = "auto", imgsz: int | None = None, head: str = "auto",
                    tta: str | None = None):
     """head: for a .pt, which output head to run (export.HEADS); a bundle's sidecar already says.
-    tta: for a .pt, the flip views to average (defectgate.tta.MODES); a bundle runs its sidecar's."""
+    tta: for a .pt, the test-time views to run (a defectgate.tta.PRESETS name); a bundle runs its sidecar's."""
     p = Path(model)
     if p.suffix == ".pt":
         if not p.is_file():
@@ -200,12 +201,7 @@ def collect(predictor, data: str | Path, split: str, limit: int | None = None) -
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), np.float32)
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9)
+    return pairwise_iou(a, b)
 
 
 def match_image(r: ImageResult) -> np.ndarray:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from defectgate.errors import BundleError, DefectgateError
+from defectgate.postprocess import pairwise_iou
 from defectgate.staging import staged_dir
 
 from .datayaml import fingerprint, load_data_yaml, split_images
@@ -92,14 +93,6 @@ def head_strides(model) -> list[int]:
     return [int(s) for s in stride.tolist()] if stride is not None else []
 
 
-def _check_sidecar(root: Path) -> None:
-    """Read the new sidecar with the runtime's own reader, so that an impossible combination (tta on
-    an end2end head, say) fails here with the runtime's message, before anything is measured."""
-    from defectgate.bundle import read_sidecar
-
-    read_sidecar(root / "model.json")
-
-
 def nms_free(model) -> bool:
     """YOLO26/YOLOv10-style models carry a one-to-one head that needs no NMS."""
     head = model.model[-1] if hasattr(model, "model") else None
@@ -155,14 +148,6 @@ def sample_images(data: str | None, split: str, n: int, imgsz: int, seed: int = 
     return [rng.integers(0, 256, (imgsz, imgsz, 3), dtype=np.uint8) for _ in range(n)]
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
-
-
 def compare_detections(a, b_loose, tol: ParityTolerance) -> tuple[int, list[str], float, float]:
     """Every detection of `a` must have a partner in `b_loose`. Returns (matched, problems, max box
     corner difference, max score difference)."""
@@ -171,7 +156,7 @@ def compare_detections(a, b_loose, tol: ParityTolerance) -> tuple[int, list[str]
         return 0, problems, max_box, max_score
     if len(b_loose) == 0:
         return 0, [f"{len(a)} detection(s) have no partner at all"], max_box, max_score
-    iou = _iou(a.xyxy, b_loose.xyxy)
+    iou = pairwise_iou(a.xyxy, b_loose.xyxy)
     iou[a.class_id[:, None] != b_loose.class_id[None, :]] = 0
     for i in range(len(a)):
         near = np.flatnonzero(iou[i] >= tol.iou)
@@ -241,7 +226,7 @@ def parity_check(bundle_dir: Path, torch_model, images: list[np.ndarray], tol: P
 
 
 def build_sidecar(onnx_path: Path, names: list[str], imgsz: int, arch: str, precision: str,
-                  training: dict, strides: list[int] | None = None, tta: dict | None = None) -> dict:
+                  training: dict, strides: list[int], tta: dict) -> dict:
     from defectgate.bundle import sha256_file  # hashing only; the sidecar itself is our own dict
 
     layout, dims, out_name, in_name = detect_layout(onnx_path, len(names))
@@ -259,10 +244,10 @@ def build_sidecar(onnx_path: Path, names: list[str], imgsz: int, arch: str, prec
                   "letterbox_pad": 114, "letterbox_center": True, "batch": 1},
         "output": {"name": out_name, "layout": layout, "shape": dims,
                    "max_det": int(dims[1]) if layout == "end2end" else 300,
-                   "strides": list(strides or []) if layout == "yolo_raw" else []},
+                   "strides": list(strides) if layout == "yolo_raw" else []},
         "conf_threshold": 0.25,
         "iou_threshold": 0.45,
-        "tta": tta or {"flips": "none", "scales": [1.0]},
+        "tta": tta,
         "class_thresholds": {},
         "metrics": {},
         "training": training,
@@ -340,8 +325,9 @@ def export_bundle(weights: str | Path, out: str | Path, data: str | None = None,
         sidecar = build_sidecar(onnx_path, names, imgsz, arch, precision, _training_facts(weights, data, train_args),
                                 head_strides(torch_model), tta_spec)
         write_json(tmp / "model.json", sidecar)
-        _check_sidecar(tmp)
         images = sample_images(data, split, parity_images, imgsz)
+        # parity_check loads the bundle with the runtime's reader first: an impossible sidecar (tta on an
+        # end2end head, say) fails there with the runtime's message, before anything is measured
         parity = parity_check(tmp, torch_model, images, PARITY[precision])
         log.info("parity: %d detections compared on %d images, max score diff %.4f, max box diff %.3f px",
                  parity["detections_compared"], parity["images"], parity["max_score_diff"], parity["max_box_px"])

@@ -28,8 +28,9 @@ def main(argv: list[str]) -> int:
                         "one-to-many head with NMS; match the bundle's `defectgate export --head`. A bundle runs "
                         "the head it was exported with and refuses the other one")
     p.add_argument("--tta", choices=tuple(PRESETS),
-                   help="for a .pt: also judge the mirror image(s) and average (as `defectgate export --tta`); a "
-                        "bundle runs the views its sidecar declares and refuses others")
+                   help="for a .pt: also judge the mirror images (hflip, hvflip) and the shrunk frame (hvflip-ms) and "
+                        "merge what the views see (as `defectgate export --tta`); a bundle runs the views its sidecar "
+                        "declares and refuses others")
     a = p.parse_args(argv)
     from ..evaluate import evaluate_model, write_json
 
