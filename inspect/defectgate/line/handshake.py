@@ -15,7 +15,6 @@ counted and reported undelivered at once. Every submitted result ends in exactly
 from __future__ import annotations
 
 import collections
-import enum
 import re
 import threading
 import zlib
@@ -24,25 +23,9 @@ from dataclasses import dataclass
 from ..clock import Clock
 from ..types import Verdict
 from .block import PlcBits, PlcBlock, ResultCode, StationBits, StationBlock, StationState
+from .events import EventKind, LineEvent
 
 U32 = 0xFFFFFFFF
-
-
-class EventKind(str, enum.Enum):
-    delivered = "delivered"  # the PLC acked the result
-    undelivered = "undelivered"  # never acked: fifo_full, ack_timeout, link_closed
-    trigger_overrun = "trigger_overrun"  # triggers lost between two reads, or more than the FIFO holds
-    plc_stale = "plc_stale"  # the PLC heartbeat stopped moving
-    plc_back = "plc_back"
-
-
-@dataclass(frozen=True)
-class LineEvent:
-    kind: EventKind
-    t: float
-    part_id: int | None = None
-    acquisition_id: int | None = None
-    detail: str = ""
 
 
 @dataclass
