@@ -188,7 +188,7 @@ class _LineOnly(_Section):
 
 
 def load_line_config(raw: dict[str, Any] | None, station: StationConfig | None = None,
-                     origin: str = "line") -> LineSection:
+                     origin: str = "station config") -> LineSection:
     """Validate a `line:` mapping (wave 2: StationConfig gets `line: LineSection` and calls
     check_overlaps in a validator)."""
     try:
