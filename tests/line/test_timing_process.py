@@ -70,14 +70,16 @@ def test_a_killed_timing_process_is_seen_restarted_and_its_unguaranteed_parts_re
     sched = ProcessScheduler(1000.0, 300.0, 0.02, dead_after_s=0.25).start()
     reports, done = Reports(), threading.Event()
     try:
-        th = _pump(sched, reports, done)
         first_pid = sched.child_pid
         t0 = clock.now()
-        sched.arm(1, t0 - 0.28)  # due ~20 ms from now: inside the restart gap
+        sched.arm(1, t0 - 0.2)  # due in ~0.1 s
         sched.arm(2, t0 + 3.0)  # due in 3.3 s: the new child must take it over
-        sched.arm(3, t0 - 0.25)
+        sched.arm(3, t0 - 0.2)
         sched.resolve(3, reject=False, now=clock.now())  # OK in time: nothing to guarantee
         os.kill(first_pid, signal.SIGKILL)
+        assert wait_for(lambda: not sched.alive, 5.0)
+        time.sleep(0.15)  # part 1 falls due while no timing process is alive
+        th = _pump(sched, reports, done)
         assert wait_for(lambda: sched.restarts == 1, 30.0)
         assert sched.child_pid != first_pid and sched.alive
         assert reports.died and "exit code" in reports.died[0]

@@ -189,3 +189,7 @@ def markdown_table(base: int = 0) -> str:
         kind = "UDINT (2 words, high first)" if f.words == 2 else "UINT"
         rows.append(f"| {base + f.offset} | {2 * f.offset} | `{f.name}` | {kind} | {f.writer} | {f.doc} |")
     return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m defectgate.line.block > table.md: what the docs paste
+    print(markdown_table())

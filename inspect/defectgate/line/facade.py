@@ -172,6 +172,7 @@ class LineLink:
         with self._lock:
             acq = self._acq.pop(verdict.part_id, verdict.part_id & U32)
             self.counts["verdicts"] += 1
+            self.counts["failsafe" if verdict.failsafe else "ng" if verdict.is_ng else "ok"] += 1
         result = result_from_verdict(verdict, acq)
         if self.handshake is not None:
             self.handshake.submit(result)  # a full FIFO ends as an undelivered event, never silently
@@ -305,6 +306,7 @@ class LineLink:
 
     def _publish_counters(self) -> None:
         snap = self.snapshot().counts
-        self.opcua.set_counters({"PartsInspected": snap.get("verdicts", 0),
+        self.opcua.set_counters({"PartsInspected": snap.get("verdicts", 0), "PartsOK": snap.get("ok", 0),
+                                 "PartsNG": snap.get("ng", 0), "PartsFailsafe": snap.get("failsafe", 0),
                                  "ResultsUndelivered": sum(v for k, v in snap.items() if k.startswith("undelivered:")),
                                  "RejectsUnconfirmed": snap.get("rejects_unconfirmed", 0)})

@@ -65,9 +65,9 @@ class PlcProgram:
         (trigger_count / trigger_acq_id) and put it into the shift register."""
         acq = self._next_acq
         self._next_acq = (self._next_acq + 1) & 0xFFFFFFFF or 1
-        if len(self.register) >= self.register_size:
-            self.overflowed += 1  # the oldest slot is forced out: reject it now rather than lose track
-            self._decide(self.register.popleft(), 0.0)
+        if len(self.register) >= self.register_size:  # more parts than slots: a configuration error;
+            self.overflowed += 1  # the oldest is dropped from tracking and counted (as in the ST program)
+            self.register.popleft()
         self.register.append(TrackedPart(acq, encoder_ticks + self.camera_to_ejector_ticks))
         self.plc.trigger_count = (self.plc.trigger_count + 1) & 0xFFFF
         self.plc.trigger_acq_id = acq

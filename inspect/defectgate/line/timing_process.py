@@ -120,6 +120,7 @@ class ProcessScheduler(RejectScheduler):
         self.deaths = 0
         self.unguaranteed = 0  # parts reported missed because the process died
         self.child_pid: int | None = None
+        self._closed = False
 
     # ---- process ----
     def start(self, timeout_s: float = 20.0) -> "ProcessScheduler":
@@ -178,13 +179,16 @@ class ProcessScheduler(RejectScheduler):
              on_died: Callable[[str], None] | None = None) -> None:
         """Run until `until()` holds and no part is armed: deliver the child's reports, watch its
         liveness, restart it when it dies."""
-        while True:
+        while not self._closed:
             if until() and self.pending() == 0:
                 return
             conn, proc = self._conn, self._proc
             if conn is None or proc is None:
                 raise RuntimeError("ProcessScheduler.pump() before start()")
-            ready = wait([conn, proc.sentinel], timeout=self.heartbeat_s)
+            try:
+                ready = wait([conn, proc.sentinel], timeout=self.heartbeat_s)
+            except OSError:  # close() from another thread closed the pipe under us
+                return
             if conn in ready:
                 try:
                     while conn.poll():
@@ -246,6 +250,7 @@ class ProcessScheduler(RejectScheduler):
             on_missed(cmd, "timing process died")
 
     def close(self) -> None:
+        self._closed = True
         self._send(("stop",))
         if self._proc is not None:
             self._proc.join(2.0)
