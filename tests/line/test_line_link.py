@@ -47,9 +47,9 @@ def test_plc_tracks_end_to_end_the_plc_ejects_exactly_the_ng_parts_and_the_unjud
             assert wait_for(lambda: link.handshake.counts["triggers"] >= part, 2.0)
             acq[part] = link.part_captured(part)  # the ID comes from the PLC's trigger
             assert acq[part] == trig
+            if part in verdicts:  # part 5 never gets a verdict (the station lost it)
+                link.verdict_ready(Verdict(part, verdicts[part], model_version="v0002"))
             time.sleep(0.05)  # parts 50 mm apart: one confirm-sensor edge each
-        for part, outcome in verdicts.items():  # part 5 never gets a verdict (the station lost it)
-            link.verdict_ready(Verdict(part, outcome, model_version="v0002"))
         assert wait_for(lambda: len(sim.program.decisions) == 5, 3.0)
         decided = {d.acquisition_id: (d.rejected, d.failsafe) for d in sim.program.decisions}
         assert decided == {acq[1]: (True, False), acq[2]: (False, False), acq[3]: (True, False),
@@ -178,22 +178,33 @@ def test_a_full_fifo_is_an_error_bit_the_plc_reads_and_nothing_is_dropped_silent
         dumb.close()
 
 
-def test_station_fires_with_a_confirm_sensor_that_never_fires_stops_the_line():
+def _fire_and_watch(sim: PlcSimulator, link: LineLink, parts: int, gap_s: float) -> None:
+    """station_fires: the station's ejector is the sim's coil 0; each pulse is reported to the link."""
     from defectgate.actuators import open_actuator
 
-    sim = PlcSimulator(port=free_port(), pitch_mm=None, confirm_miss_rate=1.0).start()
-    cfg = load_line_config({"inputs": {"kind": "modbus", "map": {"reject_confirm": 0, "bin_full": 1},
-                                       "options": {"host": "127.0.0.1", "port": sim.port}, "poll_ms": 2},
-                            "confirm": {"enabled": True, "window_min_ms": 10, "window_max_ms": 120, "stop_after": 2},
-                            "line_stop": {"kind": "simulated"}})
-    alarm = Alarm(SimulatedOutput())
-    link = LineLink.from_config(cfg, MonotonicClock(), alarm).start()
     ejector = open_actuator("modbus", {"host": "127.0.0.1", "port": sim.port, "coil": 0}, MonotonicClock())
     try:
-        for part in range(3):
+        for part in range(parts):
             ejector.fire(0.03)
             link.reject_fired(part, MonotonicClock().now())
-            time.sleep(0.2)
+            time.sleep(gap_s)
+    finally:
+        ejector.close()
+
+
+def _confirm_cfg(sim: PlcSimulator, **extra):
+    return load_line_config({"inputs": {"kind": "modbus", "map": {"reject_confirm": 0, "bin_full": 1},
+                                        "options": {"host": "127.0.0.1", "port": sim.port}, "poll_ms": 2}, **extra})
+
+
+def test_station_fires_with_a_confirm_sensor_that_never_fires_stops_the_line():
+    sim = PlcSimulator(port=free_port(), pitch_mm=None, confirm_miss_rate=1.0).start()
+    cfg = _confirm_cfg(sim, confirm={"enabled": True, "window_min_ms": 10, "window_max_ms": 120, "stop_after": 2},
+                       line_stop={"kind": "simulated"})
+    alarm = Alarm(SimulatedOutput())
+    link = LineLink.from_config(cfg, MonotonicClock(), alarm).start()
+    try:
+        _fire_and_watch(sim, link, 3, 0.2)
         unconfirmed = [e.part_id for e in link.events() if e.kind is EventKind.reject_unconfirmed]
         assert unconfirmed == [0, 1, 2] and sim.confirm_missed == 3
         snap = link.snapshot()
@@ -205,28 +216,18 @@ def test_station_fires_with_a_confirm_sensor_that_never_fires_stops_the_line():
         link.reset_line_stop()
         assert link.line_stop_output.state is False and not link.snapshot().line_stop
     finally:
-        ejector.close()
         link.close()
         sim.close()
 
 
 def test_station_fires_confirmed_rejects_through_the_sims_sensor():
-    from defectgate.actuators import open_actuator
-
     sim = PlcSimulator(port=free_port(), pitch_mm=None, confirm_delay_ms=40).start()
-    cfg = load_line_config({"inputs": {"kind": "modbus", "map": {"reject_confirm": 0},
-                                       "options": {"host": "127.0.0.1", "port": sim.port}, "poll_ms": 2},
-                            "confirm": {"enabled": True, "window_min_ms": 10, "window_max_ms": 150}})
-    link = LineLink.from_config(cfg, MonotonicClock()).start()
-    ejector = open_actuator("modbus", {"host": "127.0.0.1", "port": sim.port, "coil": 0}, MonotonicClock())
+    link = LineLink.from_config(_confirm_cfg(sim, confirm={"enabled": True, "window_min_ms": 10,
+                                                           "window_max_ms": 150}), MonotonicClock()).start()
     try:
-        for part in range(2):
-            ejector.fire(0.02)
-            link.reject_fired(part, MonotonicClock().now())
-            time.sleep(0.25)
+        _fire_and_watch(sim, link, 2, 0.25)
         assert [e.part_id for e in link.events() if e.kind is EventKind.reject_confirmed] == [0, 1]
         assert link.snapshot().counts["rejects_unconfirmed"] == 0
     finally:
-        ejector.close()
         link.close()
         sim.close()
