@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str | None, str]] = {
     "replay": ("defectgate.commands.replay", None, "run the station on recorded images or video as fast as possible"),
     "bench": ("defectgate.commands.bench", None, "measure raw inference, pipeline overhead and fire-time error"),
     "engine": ("defectgate.commands.engine", "gpu", "build a TensorRT engine from an ONNX bundle"),
+    "plc-sim": ("defectgate.commands.plc_sim", "station", "a simulated PLC (Modbus TCP) running the line's result program"),
     "data": ("defectgate_training.commands.data", "train", "synthesize, import, validate, split and describe datasets"),
     "train": ("defectgate_training.commands.train", "train", "train a YOLO detector with ultralytics"),
     "evaluate": ("defectgate_training.commands.evaluate", "train", "mAP and part-level escape/overkill of a model"),
