@@ -5,8 +5,12 @@ small and are always kept (they queue separately). The QA app reads this archive
 the `parts` table.
 
 Layout of an archive folder:
-    parts.sqlite            tables `parts`, `fires`, `runs`, `meta` (schema below)
+    parts.sqlite            tables `parts`, `fires`, `runs`, `meta`, `shadow` (schema below)
     images/YYYYMMDD/<run>_<part>_<OK|NG>.jpg
+    images/YYYYMMDD/<run>_<part>_<OK|NG>_shadow.jpg   a disagreement the live row kept no image of
+
+`shadow`: what a candidate model judging the same parts in shadow mode (shadow.py), or model B of
+`defectgate replay --models A B`, said about each part; joined to its live row by (run_id, part_id).
 """
 
 from __future__ import annotations
@@ -59,6 +63,20 @@ CREATE TABLE IF NOT EXISTS fires (
     fired     REAL,                            -- monotonic time it was fired (NULL: failed)
     error     TEXT                             -- actuator error message, if any
 );
+CREATE TABLE IF NOT EXISTS shadow (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id        TEXT    NOT NULL,
+    part_id       INTEGER NOT NULL,            -- the live row is parts (run_id, part_id)
+    ts_utc        TEXT    NOT NULL,
+    model_version TEXT    NOT NULL,            -- the candidate that judged it (never actuates)
+    verdict       TEXT    NOT NULL CHECK (verdict IN ('OK', 'NG')),
+    live_verdict  TEXT    NOT NULL CHECK (live_verdict IN ('OK', 'NG')),
+    reasons       TEXT    NOT NULL,
+    detections    TEXT    NOT NULL,
+    latency_ms    REAL    NOT NULL,            -- capture to the candidate's verdict
+    image_path    TEXT                         -- a disagreement whose live row keeps no image keeps it here
+);
+CREATE INDEX IF NOT EXISTS shadow_part ON shadow (run_id, part_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     run_id        TEXT PRIMARY KEY,
@@ -71,6 +89,10 @@ CREATE TABLE IF NOT EXISTS runs (
     report        TEXT                         -- the line report, JSON, written at a clean stop
 );
 """
+
+
+def _utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -91,6 +113,7 @@ class ArchiveStats:
     images_dropped: int = 0
     bytes_written: int = 0
     write_errors: int = 0
+    shadow_rows: int = 0
 
 
 @dataclass
@@ -98,6 +121,7 @@ class _Item:
     verdict: Verdict
     image: np.ndarray | None
     ts_utc: str
+    live: Verdict | None = None  # set for a shadow row: the live verdict of the same part
 
 
 class Archive:
@@ -134,8 +158,16 @@ class Archive:
 
     # ---- producer side (line threads): never blocks ----
     def submit(self, verdict: Verdict, image: np.ndarray | None) -> None:
-        item = _Item(verdict, image if self._keep_image(verdict) else None,
-                     dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"))
+        self._queue(_Item(verdict, image if self._keep_image(verdict) else None, _utc_now()))
+
+    def submit_shadow(self, verdict: Verdict, live: Verdict, image: np.ndarray | None) -> None:
+        """A candidate's verdict on a part the live model judged. Its image is kept when the two disagree
+        and the live row keeps none (a live OK part), so that a reviewer can settle the disagreement."""
+        disagree = verdict.is_ng != live.is_ng
+        keep = disagree and not (live.is_ng and self.save_ng_images)
+        self._queue(_Item(verdict, image if keep else None, _utc_now(), live=live))
+
+    def _queue(self, item: _Item) -> None:
         if item.image is None:
             self._rows.append(item)
         else:
@@ -224,7 +256,8 @@ class Archive:
             self.stats.images_dropped += 1
             return
         day = item.ts_utc[:10].replace("-", "")
-        rel = Path("images") / day / f"{self.run_id}_{v.part_id:06d}_{v.outcome.value}.{self.image_format}"
+        tag = "_shadow" if item.live is not None else ""
+        rel = Path("images") / day / f"{self.run_id}_{v.part_id:06d}_{v.outcome.value}{tag}.{self.image_format}"
         dst = self.root / rel
         try:
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -247,9 +280,15 @@ class Archive:
         self.stats.images += 1
 
     def _write_rows(self, batch: list[_Item], fires: list[tuple]) -> None:
-        rows = []
+        rows, shadow = [], []
         for item in batch:
             v = item.verdict
+            if item.live is not None:
+                shadow.append((
+                    self.run_id, v.part_id, item.ts_utc, v.model_version, v.outcome.value, item.live.outcome.value,
+                    json.dumps(v.reasons), json.dumps(v.detections.to_records(self.classes)), round(v.latency_ms, 3),
+                    getattr(item, "image_path", None)))
+                continue
             rows.append((
                 self.run_id, self.station, v.part_id, item.ts_utc, v.t_capture, v.outcome.value,
                 json.dumps(v.reasons), json.dumps(v.detections.to_records(self.classes)), v.model_version,
@@ -264,7 +303,11 @@ class Archive:
                     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
                 self._conn.executemany(
                     "INSERT INTO fires (run_id, part_id, due, fired, error) VALUES (?,?,?,?,?)", fires)
+                self._conn.executemany(
+                    "INSERT INTO shadow (run_id, part_id, ts_utc, model_version, verdict, live_verdict, reasons,"
+                    " detections, latency_ms, image_path) VALUES (?,?,?,?,?,?,?,?,?,?)", shadow)
             self.stats.rows += len(rows)
+            self.stats.shadow_rows += len(shadow)
         except sqlite3.Error as exc:
             # keep the rows and try again on the next wake-up rather than lose them
             log.error("archive: SQLite write failed (%s); will retry %d rows", exc, len(rows))

@@ -89,3 +89,33 @@ def make_archive(root: Path, n: int = 12, hw: tuple[int, int] = (96, 128), seed0
                             truth_ng=scene.ng), scene.image)
     arch.close()
     return root
+
+
+def make_shadow_archive(root: Path, n: int = 12, hw: tuple[int, int] = (96, 128), flip_every: int = 3) -> dict:
+    """A line run in shadow mode through the real Archive writer: the live model ('vlive') is right on
+    every part; the candidate ('vcand') flips the verdict of every `flip_every`-th part (an invented box
+    on a good part, nothing on a bad one). OK images are not sampled, so a good part the candidate
+    rejects is only kept through its shadow row. Returns {part_id: (truth NG, live NG, candidate NG)}."""
+    arch = Archive(root, run_id="run1", station="line1", classes=CLASS_NAMES, ok_sample_rate=0.0)
+    truth = {}
+    h, w = hw
+    invented = Detections(np.array([[w * 0.3, h * 0.3, w * 0.5, h * 0.5]], np.float32), np.array([0.7], np.float32),
+                          np.array([2]))
+    for i in range(n):
+        scene = render_scene(100 + i, hw, ng_rate=0.5)
+        live_dets = Detections(scene.boxes, np.full(len(scene.boxes), 0.8, np.float32), scene.class_ids) \
+            if scene.ng else Detections.empty()
+        flip = i % flip_every == 0
+        cand_dets = (Detections.empty() if scene.ng else invented) if flip else live_dets
+        verdicts = []
+        for dets, version, t in ((live_dets, "vlive", 0.02), (cand_dets, "vcand", 0.05)):
+            reasons = [f"{CLASS_NAMES[c]}>=0.50" for c in sorted(set(dets.class_id.tolist()))]
+            verdicts.append(Verdict(part_id=i, outcome=Outcome.NG if len(dets) else Outcome.OK, reasons=reasons,
+                                    detections=dets, t_capture=float(i), t_decided=float(i) + t, model_version=version,
+                                    truth_ng=scene.ng))
+        live, cand = verdicts
+        arch.submit(live, scene.image)
+        arch.submit_shadow(cand, live, scene.image)
+        truth[i] = (scene.ng, live.is_ng, cand.is_ng)
+    arch.close()
+    return truth

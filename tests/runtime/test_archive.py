@@ -104,3 +104,30 @@ def test_a_slow_disk_never_blocks_the_line(tmp_path):
     a.close()
     assert dropped_while_stuck >= 50 - 3
     assert _rows(a.db_path) == (50,)
+
+
+def test_shadow_rows_link_to_their_part_and_keep_the_image_only_a_disagreement_needs(tmp_path):
+    a = Archive(tmp_path, "run1", "line-1", CLASSES)  # NG images kept, no OK samples
+    cases = {0: (True, True), 1: (True, False), 2: (False, True), 3: (False, False)}  # part: (live NG, shadow NG)
+    for part, (live_ng, shadow_ng) in cases.items():
+        live = _verdict(part, live_ng)
+        a.submit(live, _image(part))
+        cand = _verdict(part, shadow_ng)
+        cand.model_version, cand.t_decided = "v2", 1.05
+        a.submit_shadow(cand, live, _image(part))
+    a.close()
+    assert a.stats.shadow_rows == 4
+    conn = sqlite3.connect(a.db_path)
+    rows = conn.execute("SELECT s.part_id, s.verdict, s.live_verdict, s.model_version, s.image_path, p.image_path, "
+                        "s.latency_ms FROM shadow s JOIN parts p ON p.run_id = s.run_id AND p.part_id = s.part_id "
+                        "ORDER BY s.part_id").fetchall()
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [(0, "NG", "NG", "v2"), (1, "OK", "NG", "v2"),
+                                                        (2, "NG", "OK", "v2"), (3, "OK", "OK", "v2")]
+    shadow_img = {r[0]: r[4] for r in rows}
+    live_img = {r[0]: r[5] for r in rows}
+    # part 2: the live model passed it (no live image), the candidate rejects it: the shadow row keeps the image
+    assert shadow_img[2] and shadow_img[2].endswith("_NG_shadow.jpg") and (tmp_path / shadow_img[2]).is_file()
+    assert live_img[2] is None
+    # part 1: the live row already keeps the NG image; agreements need no second copy
+    assert shadow_img[1] is None and live_img[1] and shadow_img[0] is None and shadow_img[3] is None
+    assert rows[0][6] == 50.0

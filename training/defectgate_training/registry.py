@@ -3,12 +3,21 @@
     REGISTRY/registry.json        {"format": "defectgate-registry", "schema_version": 1}
     REGISTRY/versions/v0001/      a bundle (model.onnx + model.json with "version": "v0001")
     REGISTRY/current -> versions/v0003   symlink the station config points at (model.bundle: REGISTRY/current)
-    REGISTRY/history.jsonl        one JSON line per decision: promoted, refused, rollback
+    REGISTRY/candidate -> versions/v0004 a staged candidate a station judges with in shadow mode
+                                  (shadow.bundle: REGISTRY/candidate); gone once it is promoted
+    REGISTRY/history.jsonl        one JSON line per decision: staged, promoted, refused, rollback
+    REGISTRY/versions/vNNNN/evidence.json   what a promotion on evidence rested on (evidence.py)
 
 The gate: both candidate and current are evaluated on the same gate split through the runtime,
 each at its own sidecar thresholds (the operating point it would run at). The candidate is
 promoted only if its escape rate is not higher than current's + escape tolerance and its overkill
 rate not higher than current's + overkill tolerance. The first candidate is promoted without a gate.
+
+Promotion on evidence (`promote_on_evidence`, `defectgate promote --evidence shadow|replay`): the staged
+candidate replaces current only when, on the gate split plus the reviewed live-vs-candidate
+disagreements, it lets no more NG parts through than current and its 95 % upper bound on the escape
+rate is at or below the limit (evidence.py); the bound is written into the version's sidecar
+(`metrics.escape_bound`) and its evidence next to it.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ class GateDecision:
     candidate: dict
     current: dict | None
     reasons: list[str]
+    evidence: dict | None = None
 
 
 def _now() -> str:
@@ -72,12 +82,21 @@ def versions(root: Path) -> list[str]:
 
 
 def current_version(root: Path) -> str | None:
-    link = root / "current"
+    return _pointer(root, "current")
+
+
+def candidate_version(root: Path) -> str | None:
+    return _pointer(root, "candidate")
+
+
+def _pointer(root: Path, name: str) -> str | None:
+    link = root / name
     if not link.is_symlink() and not link.exists():
         return None
     target = Path(os.readlink(link)) if link.is_symlink() else None
     if target is None or not (root / target).is_dir():
-        raise RegistryError(f"{link}: dangling current pointer; run 'defectgate promote --registry {root} --rollback --to vNNNN'")
+        fix = "--rollback --to vNNNN" if name == "current" else "--stage BUNDLE"
+        raise RegistryError(f"{link}: dangling {name} pointer; run 'defectgate promote --registry {root} {fix}'")
     return target.name
 
 
@@ -93,13 +112,13 @@ def _append_history(root: Path, event: dict) -> None:
         os.fsync(f.fileno())
 
 
-def _set_current(root: Path, version: str) -> None:
+def _set_current(root: Path, version: str, name: str = "current") -> None:
     """Atomic pointer swap: a new symlink renamed over the old one."""
-    tmp = root / f".current.{os.getpid()}"
+    tmp = root / f".{name}.{os.getpid()}"
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()
     os.symlink(Path("versions") / version, tmp)
-    os.replace(tmp, root / "current")
+    os.replace(tmp, root / name)
 
 
 def _write_json(path: Path, data: dict) -> None:

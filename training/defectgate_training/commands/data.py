@@ -1,4 +1,4 @@
-"""`defectgate data synth|import|validate|split|stats|merge`: build and check YOLO datasets."""
+"""`defectgate data synth|import|validate|split|halves|stats|merge`: build and check YOLO datasets."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from defectgate.errors import DatasetError
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="defectgate data", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="{synth,import,validate,split,stats,merge}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{synth,import,validate,split,halves,stats,merge}")
 
     s = sub.add_parser("synth", help="render the synthetic parts dataset (the embedded default)")
     s.add_argument("--out", required=True, type=Path, help="dataset folder to create")
@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--classes", help="class names when the folder has no data.yaml or classes.txt")
     sp.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+    hv = sub.add_parser("halves", help="two disjoint halves of a split: calibrate thresholds on one, gate on the other")
+    hv.add_argument("dataset", type=Path, help="dataset folder or its data.yaml")
+    hv.add_argument("--split", default="val", help="the split to halve (default val)")
+    hv.add_argument("--out", required=True, type=Path, help="folder for calib.yaml, gate.yaml and their lists")
+    hv.add_argument("--seed", type=int, default=0)
 
     st = sub.add_parser("stats", help="per-class counts, OK/NG parts, box sizes, image sizes")
     st.add_argument("dataset", type=Path)
@@ -109,6 +115,13 @@ def main(argv: list[str]) -> int:
         man = split_dataset(args.dataset, args.out, args.val, args.test, args.seed,
                             class_names_from_arg(args.classes), args.overwrite)
         print(_summary(man, out))
+        return 0
+    if args.cmd == "halves":
+        from ..data.halves import write_halves
+
+        man = write_halves(args.dataset, args.out, args.split, args.seed)
+        print(f"wrote {Path(args.out).absolute()}: " + ", ".join(
+            f"{h} {c['images']} ({c['ng']} NG, {c['ok']} OK)" for h, c in man["halves"].items()))
         return 0
     if args.cmd == "stats":
         from ..data.stats import compute_stats, format_stats

@@ -20,6 +20,17 @@ def main(argv: list[str]) -> int:
     p.add_argument("--rollback", action="store_true", help="point current back at the previous version")
     p.add_argument("--to", help="with --rollback: the version to point current at, e.g. v0002")
     p.add_argument("--status", action="store_true", help="print current version and history")
+    p.add_argument("--stage", action="store_true",
+                   help="add the candidate as the registry's `candidate` for shadow mode; current is not touched")
+    p.add_argument("--evidence", choices=("shadow", "replay"),
+                   help="promote the staged candidate on evidence: the gate split (--data) plus the reviewed "
+                        "disagreements of --archive (a shadow-mode station's, or a replay's)")
+    p.add_argument("--archive", help="with --evidence: the archive folder holding the shadow verdicts")
+    p.add_argument("--reviews", help="with --evidence: the QA review database (default ARCHIVE/reviews.sqlite)")
+    p.add_argument("--escape-limit", type=float, default=0.05,
+                   help="with --evidence: the 95 %% upper bound on the candidate's escape rate must be at or below "
+                        "this (default 0.05)")
+    p.add_argument("--confidence", type=float, default=0.95, help="with --evidence: confidence of the bound")
     a = p.parse_args(argv)
     from defectgate.errors import ConfigError
 
@@ -32,6 +43,28 @@ def main(argv: list[str]) -> int:
         old, new = reg.rollback(a.registry, a.to)
         print(f"rolled back: current {old} -> {new}")
         return 0
+    from .. import rollout
+
+    if a.stage:
+        if not a.candidate:
+            raise ConfigError("promote --stage needs the candidate bundle folder")
+        reg.check_bundle_path(a.candidate)
+        version = rollout.stage(a.candidate, a.registry)
+        print(f"STAGED {a.candidate} as {version}; {a.registry}/candidate -> versions/{version} "
+              f"(set shadow.bundle: {a.registry}/candidate in the station config)")
+        return 0
+    if a.evidence:
+        if a.candidate:
+            raise ConfigError("promote --evidence promotes the staged candidate; stage BUNDLE with --stage first "
+                              "instead of naming it here")
+        d = rollout.promote_on_evidence(a.registry, a.evidence, a.archive, a.reviews, a.data, a.split,
+                                        a.escape_limit, a.confidence, a.overkill_tolerance, a.backend, a.force)
+        print(d.table)
+        if d.promoted:
+            print(f"PROMOTED candidate {d.version} on {a.evidence} evidence; {a.registry}/current -> versions/{d.version}")
+            return 0
+        print("REFUSED: " + "; ".join(d.reasons))
+        return 1
     if not a.candidate or not a.data:
         raise ConfigError("promote needs a candidate bundle folder and --data (the gate set), or --rollback / --status")
     reg.check_bundle_path(a.candidate)

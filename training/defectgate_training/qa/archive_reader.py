@@ -19,8 +19,22 @@ DB_NAME = "parts.sqlite"
 
 
 @dataclass(frozen=True)
+class ShadowView:
+    """What the candidate judging in shadow mode (or model B of a replay) said about the part."""
+
+    model_version: str
+    verdict: str
+    detections: list[dict[str, Any]]
+    image_path: str | None
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted({str(d.get("class", d.get("class_id"))) for d in self.detections})
+
+
+@dataclass(frozen=True)
 class PartRow:
-    """One archived part as the line decided it."""
+    """One archived part as the line decided it (and, where there is one, the shadow's verdict)."""
 
     id: int
     run_id: str
@@ -34,6 +48,11 @@ class PartRow:
     failsafe: bool
     truth_ng: bool | None
     image_path: str | None
+    shadow: ShadowView | None = None
+
+    @property
+    def disagrees(self) -> bool:
+        return self.shadow is not None and self.shadow.verdict != self.verdict
 
     @property
     def max_confidence(self) -> float:
@@ -58,6 +77,15 @@ class Filters:
     max_conf: float = 1.0
     with_image: bool = True  # only parts whose image was kept (the rest cannot be reviewed)
     limit: int = 500
+    queue: str = "all"  # "all" parts, or only the "disagreements" of the live model and the shadow candidate
+
+
+QUEUES = ("all", "disagreements")
+# the latest shadow row of each part (a replay or a restarted shadow may judge a part twice)
+_SHADOW_JOIN = ("LEFT JOIN shadow s ON s.id = (SELECT MAX(id) FROM shadow WHERE shadow.run_id = parts.run_id "
+                "AND shadow.part_id = parts.part_id)")
+_SELECT = ("SELECT parts.*, s.model_version AS s_version, s.verdict AS s_verdict, s.detections AS s_detections, "
+           "s.image_path AS s_image FROM parts ")
 
 
 class ArchiveReader:
@@ -73,8 +101,12 @@ class ArchiveReader:
         try:
             with self._connect() as conn:
                 conn.execute("SELECT id FROM parts LIMIT 1").fetchall()
+                self.has_shadow = conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'shadow'").fetchone() is not None
         except sqlite3.Error as exc:
             raise ArchiveError(f"{self.db_path}: cannot read the parts table ({exc})") from exc
+        self._from = _SELECT + (_SHADOW_JOIN if self.has_shadow else "LEFT JOIN (SELECT NULL AS model_version, "
+                                "NULL AS verdict, NULL AS detections, NULL AS image_path) s ON 0")
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -115,7 +147,7 @@ class ArchiveReader:
     # ---- rows ----
     def get(self, row_id: int) -> PartRow:
         with self._connect() as conn:
-            row = conn.execute("SELECT * FROM parts WHERE id = ?", (int(row_id),)).fetchone()
+            row = conn.execute(self._from + " WHERE parts.id = ?", (int(row_id),)).fetchone()
         if row is None:
             raise ArchiveError(f"{self.db_path}: no part with row id {row_id}")
         return _to_part(row)
@@ -127,38 +159,45 @@ class ArchiveReader:
             for start in range(0, len(ids), 500):  # SQLite's variable limit
                 chunk = ids[start:start + 500]
                 marks = ",".join("?" * len(chunk))
-                for r in conn.execute(f"SELECT * FROM parts WHERE id IN ({marks})", chunk):
+                for r in conn.execute(self._from + f" WHERE parts.id IN ({marks})", chunk):
                     out[int(r["id"])] = _to_part(r)
         return out
 
     def all_rows(self) -> list[PartRow]:
         with self._connect() as conn:
-            return [_to_part(r) for r in conn.execute("SELECT * FROM parts ORDER BY id")]
+            return [_to_part(r) for r in conn.execute(self._from + " ORDER BY parts.id")]
 
     def query(self, f: Filters, skip: Callable[[PartRow], bool] | None = None) -> list[PartRow]:
         """Parts matching the filters, oldest first, at most f.limit of them; `skip` drops parts
         before the limit counts them (e.g. the already reviewed ones)."""
         where, args = [], []
+        if f.queue not in QUEUES:
+            raise ArchiveError(f"queue {f.queue!r} is unknown; use one of {', '.join(QUEUES)}")
+        if f.queue == "disagreements":
+            if not self.has_shadow:
+                raise ArchiveError(f"{self.db_path}: no shadow verdicts in this archive, so no disagreements; run the "
+                                   "station with shadow.bundle set, or 'defectgate replay --models A B'")
+            where.append("s.verdict IS NOT NULL AND s.verdict != parts.verdict")
         if f.verdict in ("OK", "NG"):
-            where.append("verdict = ?")
+            where.append("parts.verdict = ?")
             args.append(f.verdict)
         elif f.verdict != "all":
             raise ArchiveError(f"verdict filter {f.verdict!r} is unknown; use NG, OK or all")
         if f.since.strip():
-            where.append("ts_utc >= ?")
+            where.append("parts.ts_utc >= ?")
             args.append(_timestamp(f.since, "From"))
         if f.until.strip():
             until = _timestamp(f.until, "To")
             if len(until) == 10:  # a bare date: include the whole day
                 until += "T99"
-            where.append("ts_utc <= ?")
+            where.append("parts.ts_utc <= ?")
             args.append(until)
         if f.with_image:
-            where.append("image_path IS NOT NULL")
+            where.append("(parts.image_path IS NOT NULL OR s.image_path IS NOT NULL)")
         if f.model_version:
-            where.append("model_version = ?")
+            where.append("parts.model_version = ?")
             args.append(f.model_version)
-        sql = "SELECT * FROM parts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        sql = self._from + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY parts.id"
         out: list[PartRow] = []
         with self._connect() as conn:
             for r in conn.execute(sql, args):
@@ -178,9 +217,10 @@ class ArchiveReader:
     def image_file(self, part: PartRow) -> Path:
         """The part's image on disk, confined to the archive folder (a row cannot point at
         /etc/passwd or ../ even if the database was edited)."""
-        if not part.image_path:
+        rel = part.image_path or (part.shadow.image_path if part.shadow else None)  # a disagreement keeps one there
+        if not rel:
             raise ArchiveError(f"part row {part.id} has no image (the station did not keep it, or dropped it)")
-        path = confine(part.image_path, [self.root], what=f"image of part row {part.id}")
+        path = confine(rel, [self.root], what=f"image of part row {part.id}")
         if not path.is_file():
             raise ArchiveError(f"{path}: image of part row {part.id} is missing from the archive")
         return path
@@ -207,4 +247,6 @@ def _to_part(r: sqlite3.Row) -> PartRow:
         ts_utc=r["ts_utc"], verdict=r["verdict"], reasons=list(json.loads(r["reasons"] or "[]")),
         detections=list(json.loads(r["detections"] or "[]")), model_version=r["model_version"],
         failsafe=bool(r["failsafe"]), truth_ng=None if truth is None else bool(truth), image_path=r["image_path"],
+        shadow=None if r["s_verdict"] is None else ShadowView(
+            r["s_version"], r["s_verdict"], list(json.loads(r["s_detections"] or "[]")), r["s_image"]),
     )

@@ -126,7 +126,7 @@ def export_increment(archive: ArchiveReader, store: ReviewStore, classes: Sequen
         for row_id in sorted(reviews):
             review = reviews[row_id]
             part = archive.get(row_id)
-            if not part.image_path:
+            if not (part.image_path or (part.shadow and part.shadow.image_path)):  # a disagreement may keep it there
                 skipped["without image"] += 1
                 continue
             src = archive.image_file(part)
@@ -134,7 +134,8 @@ def export_increment(archive: ArchiveReader, store: ReviewStore, classes: Sequen
             boxes = review.boxes if review.decision.reviewer_ng else []
             add(src, boxes, {
                 "source": {"kind": "archive", "archive": str(archive.root), "row_id": part.id, "run_id": part.run_id,
-                           "station": part.station, "part_id": part.part_id, "image_path": part.image_path,
+                           "station": part.station, "part_id": part.part_id,
+                           "image_path": str(src.relative_to(archive.root)),
                            "line_verdict": part.verdict, "model_version": part.model_version},
                 "decision": review.decision.value, "reviewer": review.reviewer, "reviewed_at": review.ts_utc})
         for label in store.latest_labels():

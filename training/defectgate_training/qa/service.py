@@ -54,6 +54,13 @@ class ItemView:
                  f"line verdict **{p.verdict}**{' (fail-safe)' if p.failsafe else ''} at {p.ts_utc}  ",
                  f"reasons: {', '.join(p.reasons) or 'none'}  ",
                  f"detections: {dets}  ", f"model `{p.model_version}`"]
+        if p.shadow is not None:
+            sh = p.shadow
+            cand = ", ".join(f"{d.get('class')} {float(d.get('confidence', 0)):.2f}" for d in sh.detections) or "none"
+            agree = "agrees" if not p.disagrees else "**disagrees**"
+            lines.append(f"  \ncandidate `{sh.model_version}` (shadow) says **{sh.verdict}**, {agree}: {cand}  ")
+            if p.disagrees and p.verdict == "OK":
+                lines.append("boxes shown are the candidate's: keep them for *Missed defect*, or choose *Correct pass*")
         if self.review:
             r = self.review
             lines.append(f"  \nreviewed: **{r.decision.label}** by {r.reviewer} at {r.ts_utc}")
@@ -91,8 +98,13 @@ class QAService:
         part = self.archive.get(row_id)
         img = read_bgr(self.archive.image_file(part))
         review = self.store.latest().get(part.id)
-        # show the reviewer's boxes if this part was already reviewed, else the line's detections
-        records = review.boxes if review and review.decision.reviewer_ng else part.detections
+        # show the reviewer's boxes if this part was already reviewed, else the line's detections; a part the
+        # line passed and the candidate rejects shows the candidate's, which a "missed defect" needs
+        records = part.detections
+        if part.disagrees and part.verdict == "OK":
+            records = part.shadow.detections  # type: ignore[union-attr]
+        if review and review.decision.reviewer_ng:
+            records = review.boxes
         return ItemView(part, bgr_to_rgb(img), records_to_annotator(records, self.classes), review)
 
     def decide(self, row_id: int, decision: Decision, annotator_boxes: Sequence[dict[str, Any]] | None,

@@ -23,6 +23,8 @@ from .service import REVIEW_STATUSES, QAService  # noqa: E402
 
 ANY = "(any)"
 QUEUE_COLUMNS = ["row", "time", "line", "classes", "conf", "review"]
+# the queues a reviewer can work through: every part, or only where live model and shadow candidate disagree
+QUEUE_CHOICES = {"All parts": "all", "Disagreements (live vs candidate)": "disagreements"}
 
 # Keyboard: 1-4 decide, n/p next/previous, s suggest. Ignored while typing in a text field; the
 # annotator itself uses c, d, e, space and Delete (and stops those keys), so none of these clash.
@@ -79,7 +81,8 @@ def build_ui(svc: QAService, reviewer_default: str = "", login: bool = False) ->
         for rid in ids:
             p = parts[rid]
             r = reviews.get(rid)
-            rows.append([p.id, p.ts_utc[11:19], p.verdict, ", ".join(p.classes),
+            line = f"{p.verdict}≠{p.shadow.verdict}" if p.disagrees else p.verdict  # type: ignore[union-attr]
+            rows.append([p.id, p.ts_utc[11:19], line, ", ".join(p.classes),
                          round(p.max_confidence, 2), r.decision.label if r else ""])
         return rows
 
@@ -94,9 +97,10 @@ def build_ui(svc: QAService, reviewer_default: str = "", login: bool = False) ->
         return ({"image": view.image_rgb, "boxes": view.boxes},
                 f"item {pos + 1} of {len(ids)}  \n" + view.info_markdown())
 
-    def load_queue(verdict, status, cls, model_version, since, until, min_conf, max_conf):
+    def load_queue(queue, verdict, status, cls, model_version, since, until, min_conf, max_conf):
         try:
-            f = Filters(verdict=verdict, since=since or "", until=until or "", cls="" if cls == ANY else cls,
+            f = Filters(queue=QUEUE_CHOICES.get(queue, queue), verdict=verdict, since=since or "", until=until or "",
+                        cls="" if cls == ANY else cls,
                         model_version="" if model_version == ANY else model_version,
                         min_conf=float(min_conf or 0), max_conf=float(max_conf if max_conf is not None else 1))
             rows, _ = svc.queue(f, status)
@@ -215,6 +219,8 @@ def build_ui(svc: QAService, reviewer_default: str = "", login: bool = False) ->
             with gr.Tab("Review queue", id="review", elem_id="tab-review"):
                 with gr.Row(equal_height=True):
                     w = {"min_width": 110, "scale": 1}
+                    f_queue = gr.Dropdown(list(QUEUE_CHOICES), value=next(iter(QUEUE_CHOICES)), label="Queue",
+                                          elem_id="f-queue", **w)
                     f_verdict = gr.Dropdown(["NG", "OK", "all"], value="NG", label="Line verdict", elem_id="f-verdict", **w)
                     f_status = gr.Dropdown(list(REVIEW_STATUSES), value="unreviewed", label="Review status",
                                            elem_id="f-status", **w)
@@ -282,8 +288,10 @@ def build_ui(svc: QAService, reviewer_default: str = "", login: bool = False) ->
                     reasons_img = gr.Image(label="Reject reasons", interactive=False, elem_id="qa-chart-reasons", **chart)
 
         # ---------------------------------------------------------------- events
-        filters = [f_verdict, f_status, f_class, f_model, f_since, f_until, f_min, f_max]
+        filters = [f_queue, f_verdict, f_status, f_class, f_model, f_since, f_until, f_min, f_max]
         queue_out = [queue_df, ids_state, pos_state, review_ann, item_info, queue_note]
+        # a disagreement goes either way (line NG, candidate OK or the reverse): show both once the queue is chosen
+        f_queue.input(lambda q: "all" if QUEUE_CHOICES.get(q) == "disagreements" else gr.skip(), [f_queue], [f_verdict])
         demo.load(load_queue, filters, queue_out)
         apply.click(load_queue, filters, queue_out)
         queue_df.select(select_row, [ids_state], [pos_state, review_ann, item_info, review_status])
