@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from conftest import free_port
+from line_helpers import free_port
 
 from defectgate.line.confirm import ConfirmMonitor
 from defectgate.line.events import EventKind

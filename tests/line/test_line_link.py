@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("pymodbus", reason="needs the [station] extra")
 
-from conftest import free_port, wait_for  # noqa: E402
+from line_helpers import free_port, wait_for  # noqa: E402
 
 from defectgate.actuators.alarm import Alarm, SimulatedOutput  # noqa: E402
 from defectgate.clock import MonotonicClock  # noqa: E402

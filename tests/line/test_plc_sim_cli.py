@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("pymodbus", reason="needs the [station] extra")
 
-from conftest import free_port, wait_for  # noqa: E402
+from line_helpers import free_port, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

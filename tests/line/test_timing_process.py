@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import free_port, wait_for
+from line_helpers import free_port, wait_for
 
 from defectgate.clock import MonotonicClock
 from defectgate.line.timing_process import ProcessScheduler

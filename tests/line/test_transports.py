@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("pymodbus", reason="needs the [station] extra")
 
-from conftest import free_port  # noqa: E402
+from line_helpers import free_port  # noqa: E402
 
 from defectgate.clock import MonotonicClock  # noqa: E402
 from defectgate.errors import ConfigError  # noqa: E402
