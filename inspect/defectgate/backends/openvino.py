@@ -26,6 +26,7 @@ import numpy as np
 
 from ..bundle import Bundle, sha256_file
 from ..errors import BackendError, BundleError, require
+from .base import engine_closed, engine_opened
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class OpenVinoBackend:
         self._lock = threading.Lock()
         log.info("openvino %s compiled %s (%s, hint %s, threads %s)", ov.__version__, self.model_file.name,
                  self.precision, hint, threads or "all")
+        engine_opened(self)
 
     # -- loading -----------------------------------------------------------------------------------
     def _read_model(self, bundle: Bundle) -> tuple[Any, Path]:
@@ -301,3 +303,4 @@ class OpenVinoBackend:
         self._requests = []
         self.request = None
         self.compiled = None
+        engine_closed(self)
