@@ -21,11 +21,6 @@ from .preprocess import LetterboxInfo
 from .types import Detections, Frame, Outcome, Verdict
 
 
-def frame_truth(frame: Frame) -> bool | None:
-    """Ground truth NG of the part a frame shows, where the source knows it (synthetic, labelled replay)."""
-    return None if frame.truth is None or "ng" not in frame.truth else bool(frame.truth["ng"])
-
-
 @dataclass(frozen=True)
 class PartSeen:
     """Where and when a part was captured: what its Verdict reports besides the judgement."""
@@ -38,9 +33,11 @@ class PartSeen:
 
     @classmethod
     def of_frame(cls, frame: Frame) -> "PartSeen":
-        """One frame per part (triggered): the photo-eye's part id, else the frame's sequence number."""
+        """One frame per part (triggered): the photo-eye's part id, else the frame's sequence number; the
+        truth where the source knows it (synthetic, labelled replay)."""
         part = frame.part_id if frame.part_id is not None else frame.seq
-        return cls(part, frame.t_capture, frame.encoder_mm, frame.seq, frame_truth(frame))
+        truth = None if frame.truth is None or "ng" not in frame.truth else bool(frame.truth["ng"])
+        return cls(part, frame.t_capture, frame.encoder_mm, frame.seq, truth)
 
 
 @dataclass

@@ -171,14 +171,6 @@ class RejectScheduler:
                 self._drop_stale_head()
         return fire, missed
 
-    def pending(self) -> int:
-        with self._lock:
-            return sum(1 for a in self._parts.values() if not a.cancelled)
-
-    def is_armed(self, part_id: int) -> bool:
-        with self._lock:
-            return part_id in self._parts
-
     def _drop_stale_head(self) -> None:
         while self._heap:
             _, part_id, gen = self._heap[0]

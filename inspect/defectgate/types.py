@@ -64,16 +64,6 @@ class Detections:
     def empty(cls) -> "Detections":
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
 
-    @classmethod
-    def merge(cls, parts: Sequence["Detections"]) -> "Detections":
-        if not parts:
-            return cls.empty()
-        return cls(
-            np.concatenate([p.xyxy for p in parts]),
-            np.concatenate([p.confidence for p in parts]),
-            np.concatenate([p.class_id for p in parts]),
-        )
-
     def __len__(self) -> int:
         return len(self.confidence)
 
