@@ -171,6 +171,11 @@ class RejectScheduler:
                 self._drop_stale_head()
         return fire, missed
 
+    def pending(self) -> int:
+        """Armed parts not cancelled (a run that ends with pulses still pending ended too early)."""
+        with self._lock:
+            return sum(1 for a in self._parts.values() if not a.cancelled)
+
     def _drop_stale_head(self) -> None:
         while self._heap:
             _, part_id, gen = self._heap[0]
