@@ -172,7 +172,7 @@ class RejectScheduler:
         return fire, missed
 
     def pending(self) -> int:
-        """Armed parts not cancelled (a run that ends with pulses still pending ended too early)."""
+        """Armed parts whose reject is still due (not cancelled by an OK verdict, not fired yet)."""
         with self._lock:
             return sum(1 for a in self._parts.values() if not a.cancelled)
 
