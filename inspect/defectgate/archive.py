@@ -291,7 +291,7 @@ class Archive:
                 continue
             rows.append((
                 self.run_id, self.station, v.part_id, item.ts_utc, v.t_capture, v.outcome.value,
-                json.dumps(v.reasons), json.dumps(v.detections.to_records(self.classes)), v.model_version,
+                json.dumps(v.reasons), json.dumps(v.detections.to_records(v.class_names or self.classes)), v.model_version,
                 round(v.latency_ms, 3), int(v.failsafe), None if v.truth_ng is None else int(v.truth_ng),
                 getattr(item, "image_path", None), int(getattr(item, "dropped", False)),
             ))

@@ -6,7 +6,7 @@ load drifts; the figure kept per engine is the best (lowest) per-round median.
 
 Workers (each a `python -m defectgate.bench worker ...` process):
   ours             our station on the bundle with `--backend`: raw `backend.infer` time, full
-                   per-frame `Inspector.step` time (letterbox + infer + decode/NMS + decision),
+                   per-frame `Inspector.step` time (Detector: letterbox + infer + decode/NMS; + decision),
                    pipelined throughput of the threaded station (file replay, no frame dropped),
                    scheduler fire-time error under that inference load, peak RSS
   ultra_onnx       ultralytics `YOLO(model.onnx).predict` on the same frames
@@ -104,7 +104,6 @@ class MemorySource:
 
 # ----------------------------------------------------------------------------------- workers
 def worker_ours(bundle: str, frames_dir: str, backend: str, threads: int, fire_load: bool = True) -> dict:
-    from .backends import load_backend
     from .bundle import load_bundle
     from .clock import MonotonicClock
     from .config import load_config
@@ -113,26 +112,22 @@ def worker_ours(bundle: str, frames_dir: str, backend: str, threads: int, fire_l
     images = [cv2.imread(str(p)) for p in sorted(Path(frames_dir).glob("*.png"))]
     b = load_bundle(bundle)
     clock = MonotonicClock()
-    # "openvino:bf16" / "openvino:f16": OpenVINO with that inference precision (bench only; a station
-    # config runs the backend's default, f32)
+    # "openvino:bf16" / "openvino:f16": OpenVINO with that inference precision (model.compute_precision)
     backend, _, ov_precision = backend.partition(":")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(None, [
             f"model.bundle={bundle}", f"model.backend={backend}", f"model.threads={threads}",
+            f"model.compute_precision={ov_precision or 'f32'}",
             f"station.run_dir={tmp}", f"source.uri=file://{Path(frames_dir).resolve()}?speed=max",
             "pipeline.overflow=block", "archive.enabled=false", "alarm.kind=none",
             # pulses 0.5 s after capture: they fall while the following frames are being inferred
             "conveyor.belt_speed_mm_s=600", "conveyor.camera_to_ejector_mm=300",
         ])
         inspector = build_inspector(cfg, clock, b)
-        if ov_precision:
-            from .backends.openvino import OpenVinoBackend
-
-            inspector.backend = OpenVinoBackend(b, threads=threads, inference_precision=ov_precision)
         raw, step = [], []
         from .types import Frame
 
-        batches = [inspector.preprocess(img)[0].copy() for img in images]
+        batches = [inspector.prepare(img)[0].copy() for img in images]
         # interleaved, frame by frame: raw engine time on ready input, then the whole per-frame path
         # on the same frame, so that both see the same machine load (a shared machine drifts)
         for i, (batch, img) in enumerate(zip(batches, images)):
@@ -145,9 +140,9 @@ def worker_ours(bundle: str, frames_dir: str, backend: str, threads: int, fire_l
                 raw.append((t1 - t) * 1000)
                 step.append((t2 - t1) * 1000)
         # pipelined: the threaded station judges the frames as fast as it can (no frame dropped)
+        name = inspector.backend.name
+        inspector.close()
         built = build_station(cfg, clock, source=MemorySource(images, clock))
-        if ov_precision:
-            built.station.inspector = inspector
         # fire for every part, whatever its verdict: the timing thread is measured under the full load
         resolve = built.station.scheduler.resolve
         built.station.scheduler.resolve = lambda part, reject, now: resolve(part, True, now)  # type: ignore[method-assign]
@@ -155,7 +150,6 @@ def worker_ours(bundle: str, frames_dir: str, backend: str, threads: int, fire_l
         built.station.on_verdict = lambda v: decided.append(time.perf_counter())
         stats = built.station.run()  # returns after the last part reached the ejector (seconds later)
         built.close()
-        name = inspector.backend.name
     # throughput: frames judged per second from the start to the last verdict (not to the last pulse)
     fps = (len(decided) - 1) / (decided[-1] - decided[0]) if len(decided) > 1 else float("nan")
     raw_p50 = _p(raw, 50)

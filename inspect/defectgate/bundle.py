@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import BundleError
+from .staging import write_json_atomic
 
 SCHEMA_VERSION = 1
 SIDECAR_NAME = "model.json"
@@ -199,12 +200,7 @@ def read_sidecar(path: Path) -> Sidecar:
 
 def write_sidecar(root: Path, sidecar: Sidecar) -> Path:
     """Write atomically (temp file + rename) so a crash never leaves half a sidecar."""
-    root = Path(root)
-    dst = root / SIDECAR_NAME
-    tmp = dst.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(sidecar.model_dump(mode="json"), indent=2) + "\n")
-    tmp.replace(dst)
-    return dst
+    return write_json_atomic(Path(root) / SIDECAR_NAME, sidecar.model_dump(mode="json"))
 
 
 def load_bundle(path: str | Path, expect_classes: list[str] | None = None) -> Bundle:

@@ -33,13 +33,8 @@ class ActuatorKind(str, enum.Enum):
     modbus = "modbus"
 
 
-class OutputKind(str, enum.Enum):
-    """Drivers for a plain on/off output (the alarm / stack light)."""
-    none = "none"
-    simulated = "simulated"
-    jetson_gpio = "jetson_gpio"
-    gpiod = "gpiod"
-    modbus = "modbus"
+# Drivers for a plain on/off output (the alarm / stack light): the actuator drivers, or none.
+OutputKind = enum.Enum("OutputKind", {"none": "none", **{k.name: k.value for k in ActuatorKind}}, type=str)
 
 
 class TriggerMode(str, enum.Enum):

@@ -79,8 +79,11 @@ class Decision:
         kept = dets[self.keep(dets, image_hw)]
         if len(kept) == 0:
             return Outcome.OK, [], kept
-        reasons = sorted({self._name(c) for c in kept.class_id.tolist()})
-        return Outcome.NG, reasons, kept
+        return Outcome.NG, self.reasons(kept), kept
+
+    def reasons(self, kept: Detections) -> list[str]:
+        """The sorted class names of kept defects: what an NG verdict gives as its reasons."""
+        return sorted({self._name(c) for c in kept.class_id.tolist()})
 
     def _name(self, class_id: int) -> str:
         return self.class_names[class_id] if 0 <= class_id < len(self.class_names) else f"class{class_id}"

@@ -27,32 +27,32 @@ import numpy as np
 
 from .bundle import Bundle, load_bundle, sha256_file, write_sidecar
 from .errors import BackendError, BundleError, DatasetError, require
+from .images import IMAGE_SUFFIXES, evenly_spaced, list_images, read_image
 from .preprocess import Preprocessor
 from .staging import staged_dir
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MIN_SIDE = 16  # smaller than this is a thumbnail or a broken file, not a camera frame
 TIMING_CACHE_NAME = "tensorrt-timing.cache"
 
 
 # -- calibration images (shared with the OpenVINO INT8 export) --------------------------------------------
 def calibration_images(folder: str | Path, allow_mixed_sizes: bool = False, limit: int = 0) -> list[Path]:
-    """The images of `folder` (recursively), checked: 8-bit, all grey or all colour, one frame size
-    (the station's camera gives one kind and size; a folder that mixes them is usually the wrong one)."""
+    """The images of `folder` (recursively), at most `limit` spread over the sorted list (the one
+    sampling rule, images.evenly_spaced), checked: 8-bit, all grey or all colour, one frame size (the
+    station's camera gives one kind and size; a folder that mixes them is usually the wrong one)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder}: calibration folder not found; pass --calib with a folder of station images")
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    paths = list_images(folder)
     if not paths:
         raise DatasetError(
-            f"{folder}: no calibration images ({', '.join(IMAGE_SUFFIXES)}); INT8 needs a few hundred images "
+            f"{folder}: no calibration images ({', '.join(sorted(IMAGE_SUFFIXES))}); INT8 needs a few hundred images "
             "like the station's frames, e.g. the dataset's train/images folder"
         )
-    if limit:
-        paths = paths[:limit]
+    paths = evenly_spaced(paths, limit)
     check_calibration_images(paths, allow_mixed_sizes)
     return paths
 
@@ -134,10 +134,7 @@ class CalibrationBatches:
     def __iter__(self) -> Iterator[np.ndarray]:
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             for j, path in enumerate(self.images[start:start + self.batch_size]):
-                img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-                if img is None:
-                    raise DatasetError(f"{path}: not a readable image")
-                self._buffer[j] = self.pre(img)[0][0]
+                self._buffer[j] = self.pre(read_image(path))[0][0]
             yield self._buffer
 
 

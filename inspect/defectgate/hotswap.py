@@ -6,9 +6,10 @@ a symlink to the version folder, or a text file with the version folder's name (
 when the bundle it resolves to changes (another folder or another sidecar sha256), it loads and
 checks the new bundle, opens its backend and runs one warm-up inference *off the line*, then hands
 the ready Inspector to the station, which uses it from the next captured frame on. Frames already
-in flight finish on the old model, so no frame is judged twice or not at all. A bundle that fails
-to load is logged and refused (the line goes on with the current model) until the pointer changes
-again."""
+in flight finish on the old model, so no frame is judged twice or not at all; `ModelSlot` counts
+them and closes the old model (releases its engine) once its last frame is done. A bundle that
+fails to load is logged and refused (the line goes on with the current model) until the pointer
+changes again."""
 
 from __future__ import annotations
 
@@ -17,8 +18,6 @@ import logging
 import threading
 from pathlib import Path
 from typing import Any, Callable
-
-import numpy as np
 
 from .bundle import SIDECAR_NAME, Bundle, load_bundle, read_sidecar
 from .errors import BundleError, DefectgateError
@@ -81,11 +80,14 @@ class BundleWatcher:
             return False
         if key == self._key or key == self._refused:
             return False
+        inspector = None
         try:
             bundle = load_bundle(target)
             inspector = self.build(bundle)
-            _warm_up(inspector)
+            inspector.warm_up()
         except Exception as exc:  # a bad bundle must never take the line down: keep the current model
+            if inspector is not None:
+                inspector.close()  # opened but unusable: release its engine now
             self.failures += 1
             self.last_error = str(exc)
             self._refused = key
@@ -101,9 +103,60 @@ class BundleWatcher:
             self.poll()
 
 
-def _warm_up(inspector: Any) -> None:
-    """One inference on a blank frame so that the first real part does not pay the engine's lazy
-    initialisation (and a model that cannot run is refused before it touches the line)."""
-    h, w = inspector.bundle.sidecar.input.imgsz
-    batch, _ = inspector.preprocess(np.zeros((h, w, 3), np.uint8))
-    inspector.infer(batch)
+class ModelSlot:
+    """The station's current model, and how many frames each model still has in flight. A model
+    swapped out is closed (its engine released) when its last in-flight frame is done: at once when
+    it has none. `take()` when a frame starts on the current model, `release(model)` when that frame
+    is judged, failed or dropped."""
+
+    def __init__(self, current: Any):
+        self.current = current
+        self._lock = threading.Lock()
+        self._in_flight: dict[int, int] = {}  # id(model) -> frames
+        self._retired: dict[int, Any] = {}  # swapped out, waiting for their last frame
+
+    def take(self) -> Any:
+        with self._lock:
+            model = self.current
+            self._in_flight[id(model)] = self._in_flight.get(id(model), 0) + 1
+            return model
+
+    def release(self, model: Any) -> None:
+        with self._lock:
+            left = self._in_flight.get(id(model), 0) - 1
+            if left > 0:
+                self._in_flight[id(model)] = left
+                return
+            self._in_flight.pop(id(model), None)
+            done = self._retired.pop(id(model), None)
+        if done is not None:
+            _close(done)
+
+    def swap(self, model: Any) -> Any:
+        """Make `model` current; returns the model it replaces."""
+        with self._lock:
+            old, self.current = self.current, model
+            if old is model:
+                return old
+            idle = self._in_flight.get(id(old), 0) == 0
+            if not idle:
+                self._retired[id(old)] = old
+        if idle:
+            _close(old)
+        return old
+
+    def close(self) -> None:
+        """End of the run: close the current model and any still waiting for frames that never came back."""
+        with self._lock:
+            models = [self.current, *self._retired.values()]
+            self._retired.clear()
+            self._in_flight.clear()
+        for model in models:
+            _close(model)
+
+
+def _close(model: Any) -> None:
+    try:
+        model.close()
+    except Exception as exc:  # releasing an engine must not stop the line; say so and go on
+        log.warning("closing model %s: %s", getattr(model, "version", model), exc)

@@ -3,12 +3,12 @@ rejected = ng_truth - escapes + overkills (each part is fired at most once)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from .pipeline import RunStats
+from .runstats import RunStats
+from .staging import write_json_atomic
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -78,9 +78,4 @@ def format_report(r: dict) -> str:
 
 
 def write_report(r: dict, run_dir: Path) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "report.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(r, indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return write_json_atomic(run_dir / "report.json", r)

@@ -172,12 +172,9 @@ class RejectScheduler:
         return fire, missed
 
     def pending(self) -> int:
+        """Armed parts whose reject is still due (not cancelled by an OK verdict, not fired yet)."""
         with self._lock:
             return sum(1 for a in self._parts.values() if not a.cancelled)
-
-    def is_armed(self, part_id: int) -> bool:
-        with self._lock:
-            return part_id in self._parts
 
     def _drop_stale_head(self) -> None:
         while self._heap:

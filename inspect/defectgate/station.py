@@ -13,12 +13,14 @@ from typing import Any
 from .actuators import open_actuator
 from .actuators.alarm import Alarm, open_alarm
 from .archive import Archive
-from .backends import load_backend
 from .bundle import Bundle, load_bundle
 from .clock import Clock, MonotonicClock
 from .config import StationConfig, TriggerMode
 from .decision import build_decision
-from .pipeline import Inspector, Station
+from .detector import Detector
+from .inspector import Inspector
+from .parts import PartAssigner, TrackedParts, TriggeredParts
+from .pipeline import Station
 from .scheduler import RejectScheduler
 from .sources import open_source
 from .tracking import PartLocator, Tracker
@@ -31,12 +33,17 @@ def build_inspector(cfg: StationConfig, clock: Clock, bundle: Bundle | None = No
         from .hotswap import resolve_bundle_path
 
         bundle = load_bundle(resolve_bundle_path(cfg.model.bundle))
-    backend = load_backend(bundle, cfg.model.backend.value, cfg.model.threads, cfg.model.compute_precision)
     side = bundle.sidecar
+    # the rules first: a config naming a class the model lacks is refused before an engine is opened
     decision = build_decision(side.classes, side.conf_threshold, side.class_thresholds, cfg.decision.thresholds,
                               cfg.decision.roi, cfg.decision.min_area_px, cfg.decision.ignore_classes)
-    log.info("model %s on %s", bundle.version, backend.name)
-    return Inspector(bundle, backend, decision, clock, pool=cfg.pipeline.queue_size + 8)
+    # decode down to the lowest threshold any class uses; the decision rules apply the per-class ones.
+    # One input buffer per frame that can be in flight between capture and inference (see Station).
+    detector = Detector(bundle, backend_name=cfg.model.backend.value, threads=cfg.model.threads,
+                        compute_precision=cfg.model.compute_precision, conf_floor=decision.confidence_floor,
+                        pool=cfg.pipeline.queue_size + 8)
+    log.info("model %s on %s", bundle.version, detector.backend.name)
+    return Inspector(detector, decision, clock)
 
 
 @dataclass
@@ -51,9 +58,10 @@ class BuiltStation:
     closers: list[Any] = field(default_factory=list)
 
     def close(self) -> None:
-        """Stop the helpers and flush the archive (after run() returned)."""
+        """Stop the helpers, release the model's engine and flush the archive (after run() returned)."""
         if self.watcher is not None:
             self.watcher.stop()
+        self.station.models.close()
         for obj in self.closers:
             try:
                 obj.close()
@@ -73,12 +81,11 @@ def build_station(cfg: StationConfig, clock: Clock | None = None, source: Any = 
     alarm = open_alarm(cfg.alarm.kind, cfg.alarm.options, clock)
     scheduler = RejectScheduler(cfg.conveyor.belt_speed_mm_s, cfg.conveyor.camera_to_ejector_mm,
                                 cfg.actuator.pulse_ms / 1000.0, cfg.actuator.decision_margin_ms / 1000.0)
-    tracker = locator = None
-    free_run = cfg.source.trigger is TriggerMode.free_run or "mode=freerun" in cfg.source.uri
-    if free_run:
-        width = _probe_width(cfg, source)
-        tracker = Tracker(width, cfg.conveyor.fov_mm, cfg.tracking.match_tol_mm, cfg.tracking.max_misses)
-        locator = PartLocator(cfg.tracking.min_part_area_frac, cfg.tracking.threshold)
+    parts: PartAssigner = TriggeredParts(scheduler)
+    if cfg.source.trigger is TriggerMode.free_run or "mode=freerun" in cfg.source.uri:
+        tracker = Tracker(_probe_width(cfg, source), cfg.conveyor.fov_mm, cfg.tracking.match_tol_mm,
+                          cfg.tracking.max_misses)
+        parts = TrackedParts(tracker, PartLocator(cfg.tracking.min_part_area_frac, cfg.tracking.threshold), scheduler)
     archive = None
     if cfg.archive.enabled:
         archive = Archive(Path(cfg.station.run_dir) / "archive", run_id, cfg.station.name, inspector.bundle.classes,
@@ -92,7 +99,7 @@ def build_station(cfg: StationConfig, clock: Clock | None = None, source: Any = 
         telemetry = Telemetry(cfg.station.name, cfg.telemetry, inspector.version, inspector.bundle.classes)
     station = Station(inspector, source, scheduler, actuator, archive, clock, cfg.pipeline.queue_size,
                       cfg.pipeline.watchdog_s, cfg.pipeline.max_parts, overflow=cfg.pipeline.overflow,
-                      tracker=tracker, locator=locator, alarm=alarm, telemetry=telemetry,
+                      parts=parts, alarm=alarm, telemetry=telemetry,
                       capture_stall_s=cfg.source.capture_stall_s)
     if telemetry is not None:
         telemetry.attach(station)

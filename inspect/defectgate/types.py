@@ -64,16 +64,6 @@ class Detections:
     def empty(cls) -> "Detections":
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
 
-    @classmethod
-    def merge(cls, parts: Sequence["Detections"]) -> "Detections":
-        if not parts:
-            return cls.empty()
-        return cls(
-            np.concatenate([p.xyxy for p in parts]),
-            np.concatenate([p.confidence for p in parts]),
-            np.concatenate([p.class_id for p in parts]),
-        )
-
     def __len__(self) -> int:
         return len(self.confidence)
 
@@ -122,9 +112,11 @@ class Outcome(str, enum.Enum):
 
 @dataclass
 class Verdict:
-    """The decision for one physical part. `reasons` are short machine-readable strings such as
-    'scratch>=0.41', 'inference_failed' or 'deadline_missed'. `failsafe` marks a part rejected
-    because it could not be judged, not because a defect was seen."""
+    """The decision for one physical part (made by inspector.make_verdict only). `reasons` are short
+    machine-readable strings: the class names of the defects seen, or 'inference_failed',
+    'deadline_missed'. `failsafe` marks a part rejected because it could not be judged (or judged in
+    time), not because a defect was seen. `class_names` are those of the model that judged the part:
+    the names of `detections`' class ids."""
 
     part_id: int
     outcome: Outcome
@@ -137,6 +129,7 @@ class Verdict:
     model_version: str = ""
     failsafe: bool = False
     truth_ng: bool | None = None
+    class_names: tuple[str, ...] = ()
 
     @property
     def is_ng(self) -> bool:

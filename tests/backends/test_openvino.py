@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import threading
 from pathlib import Path
 
 import cv2
@@ -79,43 +78,6 @@ def test_outputs_are_copies_that_the_next_infer_does_not_change(tiny_bundle, cal
     kept = first.copy()
     backend.infer(pre(frames[1])[0])
     np.testing.assert_array_equal(first, kept)
-
-
-def test_async_pool_returns_every_frame_in_submission_order_with_its_userdata(tiny_bundle, calib_dir):
-    bundle = load_bundle(tiny_bundle)
-    backend = OpenVinoBackend(bundle)
-    pre = Preprocessor(bundle.sidecar.input)
-    frames = _frames(calib_dir)
-    expected = {i: backend.infer(pre(f)[0])[0] for i, f in enumerate(frames)}
-    got: list[tuple[int, np.ndarray]] = []
-    lock = threading.Lock()
-
-    def done(outputs, userdata):
-        with lock:
-            got.append((userdata, outputs[0]))
-
-    for _ in range(3):  # several rounds: more frames than requests in the pool
-        for i, f in enumerate(frames):
-            backend.start_async(pre(f)[0], i, done)  # the preprocessor buffer is reused at once: must be copied
-    backend.wait_all()
-    assert backend.async_jobs >= 2
-    assert [u for u, _ in got] == list(range(len(frames))) * 3  # every frame, in submission order
-    for i, out in got:
-        np.testing.assert_allclose(out, expected[i], atol=1e-4)
-    backend.close()
-
-
-def test_async_callback_error_surfaces_in_wait_all(tiny_bundle):
-    bundle = load_bundle(tiny_bundle)
-    backend = OpenVinoBackend(bundle)
-    x = np.zeros((1, 3, *bundle.sidecar.input.imgsz), np.float32)
-
-    def broken(outputs, userdata):
-        raise ValueError("decoder exploded")
-
-    backend.start_async(x, None, broken)
-    with pytest.raises(BackendError, match="decoder exploded"):
-        backend.wait_all()
 
 
 def test_auto_picks_openvino_on_x86_and_threads_reach_the_compiled_model(tiny_bundle):
@@ -332,5 +294,6 @@ def test_calibration_from_a_dataset_yaml_uses_its_train_split_spread_out(tmp_pat
     (tmp_path / "data.yaml").write_text(
         f"path: {tmp_path}\ntrain: images/train\nval: images/val\nnames:\n  0: scratch\n  1: dent\n  2: stain\n")
     picked = int8._calibration_list(tmp_path / "data.yaml", allow_mixed_sizes=False, limit=3)
-    assert [p.name for p in picked] == ["part_000.png", "part_002.png", "part_004.png"]
+    # the one sampling rule (defectgate.images.evenly_spaced): spread from the first image to the last
+    assert [p.name for p in picked] == ["part_000.png", "part_002.png", "part_005.png"]
     assert [p.parent.name for p in int8._val_list(tmp_path / "data.yaml")] == ["val", "val"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from station_helpers import station_cfg
-from defectgate.clock import FakeClock
 from defectgate.scheduler import RejectScheduler
 from defectgate.station import build_station
 
@@ -27,15 +26,24 @@ def test_encoder_mode_follows_a_belt_that_slows_down():
     assert s.pop_due(t_due - 0.005) == [] and [c.part_id for c in s.pop_due(t_due)] == [1]
 
 
-def test_retime_moves_an_armed_part_and_old_entries_are_ignored():
+@pytest.mark.parametrize("first_mm, better_mm", [(0, -40), (-40, -10)], ids=["moved_later", "moved_earlier"])
+def test_retime_moves_an_armed_part_and_old_entries_are_ignored(first_mm, better_mm):
+    """First sight guesses the part's centre from a cut view (offset `first_mm` past the camera axis);
+    50 ms later the part is seen whole at `better_mm`. Its one pulse moves to the new time, whichever
+    way: the stale heap entry at the old time neither fires early nor fires a second pulse."""
     s = RejectScheduler(500, 250, 0.02)
-    first = s.arm(3, 0.0, offset_mm=-40)  # first sight: the part's centre guessed from a cut view
-    assert s.retime(3, 0.05, offset_mm=-10)  # seen whole 50 ms later, 10 mm before the axis
+    first = s.arm(3, 0.0, offset_mm=first_mm)
+    assert first.fire_at == pytest.approx((250 - first_mm) / 500 - 0.01)
+    assert s.retime(3, 0.05, offset_mm=better_mm)
     new_due = s.next_due()
-    assert new_due == pytest.approx(0.05 + 260 / 500 - 0.01) and new_due != pytest.approx(first.fire_at)
-    assert s.pop_due(first.fire_at + 0.001) == [] if first.fire_at < new_due else True
+    assert new_due == pytest.approx(0.05 + (250 - better_mm) / 500 - 0.01)
+    early, late = sorted((first.fire_at, new_due))
+    assert late - early > 0.005  # the two times are far enough apart to tell them apart below
+    if first.fire_at < new_due:
+        assert s.pop_due(first.fire_at + 0.001) == [], "the old, earlier time no longer fires"
+    assert s.pop_due(new_due - 0.001) == []
     assert [c.part_id for c in s.pop_due(new_due)] == [3]
-    assert s.pop_due(10.0) == [], "the stale heap entry never fires a second pulse"
+    assert s.pop_due(late + 0.001) == [] and s.pop_due(10.0) == [], "the stale heap entry never fires a second pulse"
 
 
 def test_a_pulse_past_its_window_is_not_fired_but_counted():

@@ -1,4 +1,5 @@
-"""One verdict per physical part: the free-run synthetic conveyor at several belt speeds."""
+"""One verdict per physical part: the free-run synthetic conveyor at several belt speeds, and the
+free-run part assigner (parts.TrackedParts)."""
 
 from __future__ import annotations
 
@@ -77,3 +78,46 @@ def test_free_run_station_judges_and_fires_once_per_part(tiny_bundle, tmp_path, 
     assert set(stats.fired) == set(ids), "every NG part fired once"
     truth_parts = {v.truth_ng for v in stats.verdicts}
     assert truth_parts <= {True, False}, "each track knows its true part"
+
+
+def test_a_tracked_part_is_named_by_the_model_that_judged_its_frames(tiny_onnx, tmp_path):
+    """Free-run: every frame that shows a part is judged by model B, the empty-belt frames in between
+    (which close the tracks of parts that left) and the end of the run by model A, as after a swap.
+    Each part carries B's class names and version: the model that judged it, not the one current
+    when its track closed."""
+    from station_helpers import make_bundle
+    from defectgate.bundle import load_bundle, read_sidecar, write_sidecar
+    from defectgate.inspector import Judgement, make_verdict
+    from defectgate.parts import TrackedParts
+    from defectgate.scheduler import RejectScheduler
+    from defectgate.station import build_inspector
+
+    a, b = make_bundle(tiny_onnx, tmp_path / "a", version="vA"), make_bundle(tiny_onnx, tmp_path / "b", version="vB")
+    side = read_sidecar(b / "model.json")
+    write_sidecar(b, side.model_copy(update={"classes": ["gouge", "pit", "split", "smear"]}))
+    clock = MonotonicClock()
+    cfg = station_cfg(a, tmp_path, "synthetic://conveyor?parts=1")
+    model_a, model_b = build_inspector(cfg, clock, load_bundle(a)), build_inspector(cfg, clock, load_bundle(b))
+    src = FreeRunConveyor("synthetic://conveyor?mode=freerun&parts=3&realtime=0&fps=20&width=160&height=120&seed=5",
+                          clock, 600, 120, 160)
+    parts = TrackedParts(Tracker(160, 160), PartLocator(), RejectScheduler(600, 400, 0.03))
+    parts.start(clock.now())
+    done, closed_by_a = [], 0
+    while (frame := src.read(1.0)) is not None:
+        assignment = parts.assign(frame)
+        if not assignment.shown:  # an empty belt: model A judges it
+            finished = parts.judged(frame, assignment, Judgement(model_a, [], Detections.empty(), []))
+            closed_by_a += len(finished)
+            done += finished
+            continue
+        boxes = np.array([box for _, box in assignment.shown], np.float32)
+        centre = (boxes[:, :2] + boxes[:, 2:]) / 2  # one 'class 1' defect on every part in view
+        dets = Detections(np.hstack([centre - 2, centre + 2]), np.full(len(boxes), 0.9), np.ones(len(boxes), int))
+        done += parts.judged(frame, assignment, Judgement(model_b, model_b.reasons(dets), dets, []))
+    done += parts.finish(model_a)
+    assert closed_by_a > 0, "some tracks closed on a frame model A judged"
+    model_a.close(), model_b.close()
+    verdicts = [make_verdict(d.part, d.judgement, clock.now()) for d in done]
+    assert sorted(v.part_id for v in verdicts) == [0, 1, 2]
+    assert all(v.reasons == ["pit"] and v.model_version == "vB" for v in verdicts)
+    assert all(v.class_names == ("gouge", "pit", "split", "smear") for v in verdicts)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from defectgate.backends import load_backend
+from defectgate.detector import Detector
 from defectgate.bundle import InputSpec, OutputSpec, TtaSpec, load_bundle, read_sidecar, write_sidecar
 from defectgate.errors import BundleError
 from defectgate.postprocess import decode, fuse_views
@@ -66,22 +67,22 @@ def test_averaged_output_is_mirror_invariant_on_the_real_model(tiny_bundle, tmp_
     """Averaging over the views makes the head's output of a mirrored frame the mirror of the
     frame's output, anchor by anchor; a wrong permutation or a missed cx -> W - cx breaks it."""
     bundle = _tta_bundle(tiny_bundle, tmp_path, mode)
-    backend = load_backend(bundle, "onnxruntime", threads=1)
-    assert backend.name.endswith(f"+tta:{mode}")
+    detector = Detector(bundle, backend_name="onnxruntime", threads=1)  # the views are the Detector's
+    assert detector.backend.name.endswith(f"+tta:{mode}")
     pre = Preprocessor(bundle.sidecar.input)
     img = _frame()
     try:
-        plain = backend.infer(pre(img)[0].copy())[0]
-        mirrored = backend.infer(pre(np.ascontiguousarray(img[:, ::-1]))[0].copy())[0]
+        plain = detector.infer(pre(img)[0].copy())[0]
+        mirrored = detector.infer(pre(np.ascontiguousarray(img[:, ::-1]))[0].copy())[0]
     finally:
-        backend.close()
+        detector.close()
     assert plain.shape == (1, 4 + len(bundle.classes), sum(r * c for r, c in anchor_grids((IMGSZ, IMGSZ), STRIDES)))
     perm = view_permutation(anchor_grids((IMGSZ, IMGSZ), STRIDES), True, False)
     back = mirrored[..., perm].copy()
     back[..., 0, :] = IMGSZ - back[..., 0, :]
     np.testing.assert_allclose(back, plain, atol=2e-4)
     # and the views really differ from the frame alone: averaging changes the output
-    bare = load_backend(bundle, "onnxruntime", threads=1, tta=False)
+    bare = load_backend(bundle, "onnxruntime", threads=1)  # the engine alone: the bare network
     try:
         single = bare.infer(pre(img)[0].copy())[0]
     finally:
@@ -91,19 +92,12 @@ def test_averaged_output_is_mirror_invariant_on_the_real_model(tiny_bundle, tmp_
 
 def test_station_detections_of_a_mirrored_frame_are_mirrored(tiny_bundle, tmp_path):
     bundle = _tta_bundle(tiny_bundle, tmp_path, "hflip")
-    side = bundle.sidecar
-    backend = load_backend(bundle, "onnxruntime", threads=1)
-    pre = Preprocessor(side.input)
+    detector = Detector(bundle, backend_name="onnxruntime", threads=1, conf_floor=0.01)
     img = _frame(1)
-
-    def detect(image):
-        batch, info = pre(image)
-        return decode(backend.infer(batch)[0], side.output, len(side.classes), info, 0.01, side.iou_threshold)
-
     try:
-        a, b = detect(img), detect(np.ascontiguousarray(img[:, ::-1]))
+        a, b = detector([img, np.ascontiguousarray(img[:, ::-1])])
     finally:
-        backend.close()
+        detector.close()
     assert len(a) > 0 and len(a) == len(b)
     order_a, order_b = np.argsort(-a.confidence), np.argsort(-b.confidence)
     np.testing.assert_allclose(a.confidence[order_a], b.confidence[order_b], atol=1e-4)
@@ -154,11 +148,11 @@ def test_wrong_output_shape_is_named():
 def test_no_tta_leaves_the_backend_as_it_is(tiny_bundle):
     bundle = load_bundle(tiny_bundle)
     assert not bundle.sidecar.tta.active
-    backend = load_backend(bundle, "onnxruntime", threads=1)
+    detector = Detector(bundle, backend_name="onnxruntime", threads=1)
     try:
-        assert "+tta" not in backend.name
+        assert "+tta" not in detector.backend.name
     finally:
-        backend.close()
+        detector.close()
 
 
 class _BoxAt:

@@ -117,11 +117,11 @@ def test_cli_evaluate_writes_json(bundle, synth_data, tmp_path, capsys):
 
 
 class _NoModel:
-    """Stands in for a predictor where the test is about the data, not the model."""
+    """Stands in for a Detector where the test is about the data, not the model."""
 
     classes = ["scratch", "dent"]
 
-    def __call__(self, image):
+    def detect(self, image):
         return Detections.empty()
 
 

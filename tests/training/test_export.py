@@ -35,18 +35,16 @@ def test_sidecar_matches_the_runtime_schema(bundle, trained):
 def test_bundle_runs_through_the_runtime_path(bundle, synth_data):
     import cv2
 
-    from defectgate.backends import load_backend
-    from defectgate.postprocess import decode
-    from defectgate.preprocess import Preprocessor
+    from defectgate.detector import Detector
 
     b = load_bundle(bundle.bundle, expect_classes=["scratch", "dent", "crack", "stain"])
-    backend = load_backend(b, "onnxruntime")
-    pre = Preprocessor(b.sidecar.input)
+    detector = Detector(b, backend_name="onnxruntime", conf_floor=0.001)
     img = cv2.imread(str(next((synth_data.parent / "images" / "val").iterdir())))
-    batch, info = pre(img)
-    raw = backend.infer(batch)
+    batch, info = detector.prepare(img)
+    raw = detector.infer(batch)
     assert raw[0].shape == tuple(b.sidecar.output.shape)
-    dets = decode(raw[0], b.sidecar.output, 4, info, 0.001, b.sidecar.iou_threshold)
+    dets = detector.decode(raw, info)
+    detector.close()
     assert isinstance(dets, Detections)
     if len(dets):
         assert (dets.xyxy[:, 2] <= img.shape[1] + 1e-3).all() and (dets.xyxy[:, 3] <= img.shape[0] + 1e-3).all()
@@ -59,7 +57,9 @@ def test_parity_check_compares_detections_and_fails_on_a_changed_model(bundle, t
     import onnx
     from onnx import numpy_helper
 
-    from defectgate_training.export import PARITY, ParityError, load_torch_model, parity_check, write_json
+    from defectgate.staging import write_json_atomic as write_json
+    from defectgate_training.export import PARITY, ParityError, parity_check
+    from defectgate_training.torch_backend import load_torch_model
 
     _, model, _, _, _ = load_torch_model(trained.best)
     rng = np.random.default_rng(0)
@@ -122,7 +122,7 @@ def test_export_with_tta_records_the_views_and_the_runtime_judges_with_them(bund
                                                                            capsys):
     from defectgate.cli import main
     from defectgate_training.datayaml import load_data_yaml, read_image, split_images
-    from defectgate_training.evaluate import evaluate_model, open_predictor
+    from defectgate_training.evaluate import evaluate_model, open_detector
 
     plain = load_bundle(bundle.bundle).sidecar
     assert not plain.tta.active and plain.output.strides == [8, 16, 32]  # every yolo_raw export records them
@@ -137,18 +137,19 @@ def test_export_with_tta_records_the_views_and_the_runtime_judges_with_them(bund
     again = evaluate_model(tmp_path / "b", synth_data, "val", None, backend="onnxruntime")
     assert again["map50"] == pytest.approx(sc.metrics["map50"], abs=1e-9)
     img = read_image(split_images(load_data_yaml(synth_data), "val")[0])
-    with_views, without = open_predictor(tmp_path / "b", "onnxruntime"), open_predictor(bundle.bundle, "onnxruntime")
+    with_views, name = open_detector(tmp_path / "b", "onnxruntime")
+    without, _ = open_detector(bundle.bundle, "onnxruntime")
     try:
-        batch = with_views.pre(img)[0].copy()
-        a, b = with_views.backend.infer(batch)[0], without.backend.infer(batch)[0]
+        batch = with_views.prepare(img)[0].copy()
+        a, b = with_views.infer(batch)[0], without.infer(batch)[0]
     finally:
         with_views.close(), without.close()
-    assert "+tta:hflip" in with_views.name
+    assert "+tta:hflip" in name
     assert a.shape == b.shape and not np.array_equal(a, b)  # the same network, averaged over two views
     # the .pt with the same views agrees with the bundle (evaluate --tta on weights before exporting)
-    pt = open_predictor(trained.best, tta="hflip")
-    assert "tta hflip" in pt.name
-    np.testing.assert_allclose(pt.forward(batch), a, atol=1e-3)
+    pt, pt_name = open_detector(trained.best, tta="hflip")
+    assert "tta hflip" in pt_name and pt.backend.name == "pytorch+tta:hflip"
+    np.testing.assert_allclose(pt.infer(batch)[0], a, atol=1e-3)
     # a bundle judges with the views it was calibrated with and refuses others
     with pytest.raises(BundleError, match=r"exported with tta \{'flips': 'hflip', 'scales': \[1.0\]\}, not 'hvflip'"):
         evaluate_model(tmp_path / "b", synth_data, "val", None, backend="onnxruntime", tta="hvflip")

@@ -12,8 +12,8 @@ import numpy as np
 import yaml
 
 from defectgate.errors import DatasetError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+from defectgate.images import IMAGE_SUFFIXES, read_image  # noqa: F401  (the one list, the one reader)
+from defectgate.staging import write_text_atomic
 
 
 @dataclass
@@ -67,11 +67,7 @@ def resolved_yaml(spec: DataSpec, dst: Path) -> Path:
     data = dict(spec.raw)
     data["path"] = str(spec.root)
     data["names"] = {i: n for i, n in enumerate(spec.names)}
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    tmp.replace(dst)
-    return dst
+    return write_text_atomic(dst, yaml.safe_dump(data, sort_keys=False))
 
 
 def label_path_for(image: Path) -> Path:
@@ -101,16 +97,6 @@ def split_images(spec: DataSpec, split: str) -> list[Path]:
     if not images:
         raise DatasetError(f"{spec.yaml_path}: split '{split}' has no images under {spec.splits[split]}")
     return sorted(images)
-
-
-def read_image(path: Path) -> np.ndarray:
-    """BGR image of a dataset, or a DatasetError naming the file (cv2 returns None, not an error)."""
-    import cv2  # lazy: the data-yaml helpers are used where OpenCV is not needed
-
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise DatasetError(f"{path}: image cannot be read (corrupt or not an image); fix or remove it")
-    return img
 
 
 def read_labels(label: Path, width: int, height: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,9 +1,9 @@
 """Evaluate a model the way the line will use it.
 
 Models: an ONNX bundle (folder or model.json) or a TensorRT/OpenVINO bundle runs through the
-runtime's own path (load_bundle -> load_backend -> Preprocessor -> decode), so what is measured is
-what runs on the line, test-time views (the sidecar's `tta`) included; a `.pt` runs its PyTorch network
-on the same letterbox and the same decode, and with `tta` (`--tta`) inside the runtime's own views.
+runtime's one path, a `defectgate.detector.Detector` (letterbox, backend, the sidecar's test-time
+views, decode at its max_det and IoU), so what is measured is what runs on the line; a `.pt` runs its
+PyTorch network as a Backend behind the same Detector (torch_backend.py), with `--tta` as its views.
 
 Numbers:
 - box level: mAP50 and mAP50-95 (COCO-style 101-point interpolated AP, greedy matching by score),
@@ -19,18 +19,21 @@ Numbers:
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 
-from defectgate.errors import BundleError, DatasetError
+from defectgate.bundle import load_bundle
+from defectgate.detector import Detector
+from defectgate.errors import BundleError
+from defectgate.images import read_image
 from defectgate.postprocess import pairwise_iou
 from defectgate.types import Detections
 
-from .datayaml import label_path_for, load_data_yaml, read_image, read_labels, split_images
+from .datayaml import label_path_for, load_data_yaml, read_labels, split_images
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ class ImageResult:
     det: Detections
 
 
-# ---------------------------------------------------------------- predictors
+# ---------------------------------------------------------------- the model
 # a bundle runs the head it was exported with: the sidecar's output layout names it
 _LAYOUT_OF_HEAD = {"nms-free": "end2end", "nms": "yolo_raw"}
 
@@ -70,131 +73,54 @@ def _check_tta(root: Path, declared, tta: str | None) -> None:
                           f"`defectgate export --tta {tta}` or drop --tta")
 
 
-class BundlePredictor:
-    """Runs a bundle through the runtime's backend, preprocessing and decode (and the test-time views
-    its sidecar declares: load_backend wraps them)."""
-
-    def __init__(self, path: str | Path, backend: str = "auto", head: str = "auto", tta: str | None = None):
-        from defectgate.backends import load_backend
-        from defectgate.bundle import load_bundle
-        from defectgate.preprocess import Preprocessor
-
-        self.bundle = load_bundle(path)
-        self.sidecar = self.bundle.sidecar
-        _check_head(self.bundle.root, self.sidecar.output.layout, head)
-        _check_tta(self.bundle.root, self.sidecar.tta, tta)
-        self.backend = load_backend(self.bundle, backend)
-        self.pre = Preprocessor(self.sidecar.input)
-        self.classes = list(self.sidecar.classes)
-        self.name = f"bundle {self.bundle.root} ({self.backend.name}, {self.sidecar.precision})"
-
-    def __call__(self, image: np.ndarray) -> Detections:
-        from defectgate.postprocess import decode
-
-        batch, info = self.pre(image)
-        raw = self.backend.infer(batch)[0]
-        return decode(raw, self.sidecar.output, len(self.classes), info, EVAL_CONF, self.sidecar.iou_threshold,
-                      self.sidecar.output.max_det)
-
-    def thresholds(self) -> dict[str, float]:
-        return {c: self.sidecar.threshold_for(c) for c in self.classes}
-
-    def close(self) -> None:
-        self.backend.close()
-
-
-class TorchPredictor:
-    """A `.pt` checkpoint on the same letterbox and decode as the runtime (parity with the bundle)."""
-
-    def __init__(self, weights: str | Path, imgsz: int | None = None, conf: float = 0.25, iou: float = 0.45,
-                 head: str = "auto", tta: str | None = None):
-        from defectgate.bundle import InputSpec, OutputSpec
-        from defectgate.preprocess import Preprocessor
-
-        from .export import head_strides, load_torch_model, torch_forward
-
-        _, self.model, self.classes, train_args, _ = load_torch_model(Path(weights), head)
-        size = int(imgsz or train_args.get("imgsz") or 640)
-        self.pre = Preprocessor(InputSpec(imgsz=(size, size)))
-        self.conf, self.iou = conf, iou
-        self.output: OutputSpec | None = None
-        self.forward = lambda batch: torch_forward(self.model, batch)  # noqa: E731
-        if tta not in (None, "none"):  # the runtime's own views, around the PyTorch network
-            from defectgate.tta import TTABackend, preset
-
-            if getattr(self.model, "end2end", False):
-                raise BundleError(f"{weights}: tta merges the views of a yolo_raw head; this model runs its NMS-free "
-                                  "head (use --head nms)")
-            views = TTABackend(_TorchBackend(self.forward), preset(tta), self.pre.spec, head_strides(self.model),
-                               len(self.classes))
-            self.forward = lambda batch: views.infer(batch)[0]  # noqa: E731
-        self.name = f"pytorch {weights} ({size} px{'' if tta in (None, 'none') else f', tta {tta}'})"
-
-    def __call__(self, image: np.ndarray) -> Detections:
-        from defectgate.bundle import OutputSpec
-        from defectgate.postprocess import decode
-
-        batch, info = self.pre(image)
-        raw = self.forward(batch)
-        if self.output is None:
-            layout = "end2end" if raw.shape[-1] == 6 and raw.shape[1] != 4 + len(self.classes) else "yolo_raw"
-            self.output = OutputSpec(layout=layout, shape=list(raw.shape), max_det=300)
-        return decode(raw, self.output, len(self.classes), info, EVAL_CONF, self.iou, 300)
-
-    def thresholds(self) -> dict[str, float]:
-        return {c: self.conf for c in self.classes}
-
-    def close(self) -> None:
-        pass
-
-
-class _TorchBackend:
-    """The PyTorch forward as a runtime Backend, so the runtime's TTABackend can wrap it."""
-
-    name = "pytorch"
-
-    def __init__(self, forward):
-        self.forward = forward
-
-    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
-        return [self.forward(batch)]
-
-    def close(self) -> None:
-        pass
-
-
-def open_predictor(model: str | Path, backend: str = "auto", imgsz: int | None = None, head: str = "auto",
-                   tta: str | None = None):
-    """head: for a .pt, which output head to run (export.HEADS); a bundle's sidecar already says.
-    tta: for a .pt, the test-time views to run (a defectgate.tta.PRESETS name); a bundle runs its sidecar's."""
+def open_detector(model: str | Path, backend: str = "auto", imgsz: int | None = None, head: str = "auto",
+                  tta: str | None = None) -> tuple[Detector, str]:
+    """The Detector that judges `model`, and what it runs on (for the report). A bundle (folder,
+    model.json or its model file) runs on `backend` with the views its sidecar declares; a `.pt` runs
+    its PyTorch network behind the same Detector (torch_backend), with `head` (torch_backend.HEADS)
+    and `tta` (a defectgate.tta.PRESETS name) as a bundle exported with them would."""
     p = Path(model)
     if p.suffix == ".pt":
         if not p.is_file():
             raise BundleError(f"{p}: weights file not found")
-        return TorchPredictor(p, imgsz, head=head, tta=tta)
-    if p.is_dir() or p.name == "model.json":
-        return BundlePredictor(p, backend, head, tta)
+        from .torch_backend import torch_detector
+
+        detector = torch_detector(p, imgsz, head, tta, conf_floor=EVAL_CONF)
+        size = detector.sidecar.input.imgsz[0]
+        return detector, f"pytorch {p} ({size} px{'' if tta in (None, 'none') else f', tta {tta}'})"
     if p.suffix in (".onnx", ".engine", ".xml") and (p.parent / "model.json").is_file():
-        return BundlePredictor(p.parent, backend, head, tta)
-    raise BundleError(f"{p}: not a .pt checkpoint or a bundle folder with model.json")
+        p = p.parent
+    elif not (p.is_dir() or p.name == "model.json"):
+        raise BundleError(f"{p}: not a .pt checkpoint or a bundle folder with model.json")
+    bundle = load_bundle(p)
+    _check_head(bundle.root, bundle.sidecar.output.layout, head)
+    _check_tta(bundle.root, bundle.sidecar.tta, tta)
+    detector = Detector(bundle, backend_name=backend, conf_floor=EVAL_CONF)
+    return detector, f"bundle {bundle.root} ({detector.backend.name}, {bundle.sidecar.precision})"
 
 
 # ---------------------------------------------------------------- running
-def collect(predictor, data: str | Path, split: str, limit: int | None = None) -> tuple[list[ImageResult], list[str]]:
+def collect(detector, data: str | Path, split: str, limit: int | None = None) -> tuple[list[ImageResult], list[str]]:
+    """Every image of `data`'s `split` (the first `limit`) through `detector`, with its ground truth."""
     spec = load_data_yaml(data)
-    if spec.names != list(predictor.classes):
-        raise BundleError(f"model classes {list(predictor.classes)} differ from {spec.yaml_path} classes {spec.names}; "
+    if spec.names != list(detector.classes):
+        raise BundleError(f"model classes {list(detector.classes)} differ from {spec.yaml_path} classes {spec.names}; "
                           "evaluate a model on the dataset it was trained for")
+    return collect_images(detector.detect, split_images(spec, split)[:limit], spec.names), spec.names
+
+
+def collect_images(detect: Callable[[np.ndarray], Detections], images: Sequence[Path],
+                   names: list[str]) -> list[ImageResult]:
+    """`detect` (a Detector's) on each image, beside the boxes of its YOLO label file."""
     results = []
-    images = split_images(spec, split)[:limit]
     for k, path in enumerate(images):
         img = read_image(path)
         h, w = img.shape[:2]
-        gt_xyxy, gt_cls = read_labels(label_path_for(path), w, h, len(spec.names))
-        results.append(ImageResult(str(path), gt_xyxy, gt_cls, predictor(img)))
+        gt_xyxy, gt_cls = read_labels(label_path_for(Path(path)), w, h, len(names))
+        results.append(ImageResult(str(path), gt_xyxy, gt_cls, detect(img)))
         if (k + 1) % 100 == 0:
             log.info("evaluated %d/%d images", k + 1, len(images))
-    return results, spec.names
+    return results
 
 
 # ---------------------------------------------------------------- box metrics
@@ -387,12 +313,12 @@ def evaluate_model(model: str | Path, data: str | Path, split: str = "val", targ
     """Evaluate `model` on `data`'s `split`. With `target_escape`, per-class thresholds are calibrated
     on this split and the part-level rates are reported at them; without, at the model's own
     thresholds (a bundle's sidecar)."""
-    predictor = open_predictor(model, backend, imgsz, head, tta)
+    detector, runs_on = open_detector(model, backend, imgsz, head, tta)
     try:
-        results, names = collect(predictor, data, split, limit)
-        own = predictor.thresholds()
+        results, names = collect(detector, data, split, limit)
+        own = {c: detector.sidecar.threshold_for(c) for c in detector.classes}
     finally:
-        predictor.close()
+        detector.close()
     nc = len(names)
     ng = np.array([len(r.gt_cls) > 0 for r in results])
     scores = part_scores(results, nc)
@@ -403,7 +329,7 @@ def evaluate_model(model: str | Path, data: str | Path, split: str = "val", targ
     at_own = part_rates(scores, ng, np.array([own[n] for n in names], np.float32))
     at_op = part_rates(scores, ng, t_vec)
     out = {
-        "model": str(model), "runs_on": predictor.name, "data": str(data), "split": split, "images": len(results),
+        "model": str(model), "runs_on": runs_on, "data": str(data), "split": split, "images": len(results),
         "map50": box["map50"], "map50_95": box["map50_95"],
         "escape_rate": at_op["escape_rate"], "overkill_rate": at_op["overkill_rate"],
         "thresholds": thresholds, "target_escape_rate": target_escape,
@@ -469,11 +395,3 @@ def _save(fig, path: Path) -> str:
     plt.close(fig)
     tmp.replace(path)
     return str(path)
-
-
-def write_json(path: str | Path, data: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)

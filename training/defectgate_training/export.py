@@ -1,11 +1,13 @@
 """Export trained weights to a model bundle: `model.onnx` + `model.json`.
 
 The sidecar is written here as a plain dict that follows `defectgate.bundle.Sidecar` (export and
-runtime agree through the file, not through shared code). After writing, the bundle is loaded
-back through the runtime's own path (load_bundle -> load_backend('onnxruntime') -> Preprocessor ->
-decode) and compared with the PyTorch model on the same preprocessed images: the export fails,
-leaving nothing behind, when detections differ beyond PARITY (below). Then the operating point is
-calibrated on the val split through that same runtime path and stored in the sidecar.
+runtime agree through the file, not through shared code; its network sections come from
+torch_backend.network_sections, which the PyTorch stand-in of `evaluate --model best.pt` uses too).
+After writing, the bundle is loaded back through the runtime's one path (a `defectgate.detector.Detector`
+on ONNX Runtime) and compared with the PyTorch network behind the same Detector, on the same
+preprocessed images: the export fails, leaving nothing behind, when detections differ beyond PARITY
+(below). Then the operating point is calibrated on the val split through that same runtime path
+(`evaluate_model`, test-time views on) and stored in the sidecar.
 
 Everything is built in a temporary folder beside OUT and renamed into place at the end.
 """
@@ -21,11 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from defectgate.detector import Detector
 from defectgate.errors import BundleError, DefectgateError
+from defectgate.images import read_image
 from defectgate.postprocess import pairwise_iou
-from defectgate.staging import staged_dir
+from defectgate.staging import staged_dir, write_json_atomic
 
 from .datayaml import fingerprint, load_data_yaml, split_images
+from .torch_backend import TorchBackend, head_strides, layout_of, load_torch_model, network_sections
 from .train import tool_versions
 from .ultra import ultralytics
 
@@ -61,58 +66,6 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
 
-HEADS = ("auto", "nms-free", "nms")
-
-
-def load_torch_model(weights: Path, head: str = "auto"):
-    """The trained network as a float32 CPU torch module in eval mode, plus its checkpoint facts.
-
-    head: which output head runs. A YOLO26-style model has two: the one-to-one head ("nms-free",
-    the default where there is one) and the one-to-many head its training also fits ("nms": boxes
-    that need NMS, what ultralytics validates by default). After a short from-scratch training the
-    one-to-one head can still put out duplicates (docs/accuracy.md), so the choice is the user's."""
-    if head not in HEADS:
-        raise BundleError(f"head '{head}' is not one of {', '.join(HEADS)}")
-    U = ultralytics()
-    yolo = U.YOLO(str(weights))
-    model = yolo.model.float().eval().to("cpu")
-    names = yolo.model.names
-    names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
-    train_args = dict(getattr(yolo, "ckpt", {}) or {}).get("train_args", {}) or {}
-    arch = Path(str(getattr(yolo.model, "yaml", {}).get("yaml_file", "") or "")).stem
-    if head == "nms-free" and not nms_free(model):
-        raise BundleError(f"{weights}: {arch or 'this model'} has no NMS-free head; use --head nms or auto")
-    if nms_free(model):
-        model.end2end = head != "nms"  # True: the one-to-one head, what the end2end ONNX export runs
-    return yolo, model, names, train_args, arch
-
-
-def head_strides(model) -> list[int]:
-    """The detection head's strides in anchor order (e.g. [8, 16, 32]); the sidecar records them."""
-    stride = getattr(model, "stride", None)
-    return [int(s) for s in stride.tolist()] if stride is not None else []
-
-
-def nms_free(model) -> bool:
-    """YOLO26/YOLOv10-style models carry a one-to-one head that needs no NMS."""
-    head = model.model[-1] if hasattr(model, "model") else None
-    return getattr(head, "one2one_cv2", None) is not None
-
-
-def torch_forward(model, batch: np.ndarray) -> np.ndarray:
-    import torch
-
-    with torch.inference_mode():
-        out = model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
-    while isinstance(out, (list, tuple)):
-        out = out[0]
-    if isinstance(out, dict):  # end-to-end heads may return {"one2one": ...}
-        out = out.get("one2one", next(iter(out.values())))
-        while isinstance(out, (list, tuple)):
-            out = out[0]
-    return out.detach().cpu().numpy()
-
-
 def detect_layout(onnx_path: Path, num_classes: int) -> tuple[str, list, str, str]:
     """Read the exported graph's output shape: (1, 4+nc, A) is yolo_raw, (1, N, 6) is end2end."""
     import onnx
@@ -120,30 +73,15 @@ def detect_layout(onnx_path: Path, num_classes: int) -> tuple[str, list, str, st
     m = onnx.load(str(onnx_path))
     out = m.graph.output[0]
     dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in out.type.tensor_type.shape.dim]
-    if len(dims) == 3 and dims[1] == 4 + num_classes and dims[2] != 6:
-        layout = "yolo_raw"
-    elif len(dims) == 3 and dims[2] == 6:
-        layout = "end2end"
-    else:
-        raise BundleError(f"{onnx_path}: output '{out.name}' has shape {dims}; expected (1, {4 + num_classes}, A) "
-                          "for a YOLO11-style head or (1, N, 6) for an end-to-end head")
-    return layout, dims, out.name, m.graph.input[0].name
+    return layout_of(dims, num_classes, f"{onnx_path}: output '{out.name}'"), dims, out.name, m.graph.input[0].name
 
 
 def sample_images(data: str | None, split: str, n: int, imgsz: int, seed: int = 0) -> list[np.ndarray]:
     """Images for the parity check: the first n of the split, or seeded noise when no data is given."""
-    import cv2
-
     if data:
         spec = load_data_yaml(data)
         use = split if split in spec.splits else "train"
-        out = []
-        for p in split_images(spec, use)[:n]:
-            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            if img is None:
-                raise BundleError(f"{p}: image cannot be read; fix or remove it")
-            out.append(img)
-        return out
+        return [read_image(p) for p in split_images(spec, use)[:n]]
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, (imgsz, imgsz, 3), dtype=np.uint8) for _ in range(n)]
 
@@ -177,23 +115,22 @@ def compare_detections(a, b_loose, tol: ParityTolerance) -> tuple[int, list[str]
 
 
 def parity_check(bundle_dir: Path, torch_model, images: list[np.ndarray], tol: ParityTolerance) -> dict:
-    """Run the same images through PyTorch and through the runtime's ONNX path and compare."""
-    from defectgate.backends import load_backend
+    """Run the same images through PyTorch and through the runtime's ONNX path, each behind the
+    bundle's Detector, and compare: the raw head outputs, then the Detections both ways."""
     from defectgate.bundle import load_bundle
-    from defectgate.postprocess import decode
-    from defectgate.preprocess import Preprocessor
 
     bundle = load_bundle(bundle_dir)
     sc = bundle.sidecar
-    backend = load_backend(bundle, "onnxruntime", tta=False)  # the network against the network
-    pre = Preprocessor(sc.input)
-    nc = len(sc.classes)
+    loose = max(tol.conf - tol.margin, 0.0)
+    # the network against the network: test-time views are measured by the calibration, not here
+    by_onnx = Detector(bundle, backend_name="onnxruntime", conf_floor=loose, views=False)
+    by_torch = Detector(bundle, TorchBackend(torch_model), conf_floor=loose, views=False)
     matched, problems, max_box, max_score, max_raw = 0, [], 0.0, 0.0, 0.0
     try:
         for k, img in enumerate(images):
-            batch, info = pre(img)
-            raw_onnx = np.asarray(backend.infer(batch)[0], np.float32)
-            raw_pt = torch_forward(torch_model, batch)
+            batch, info = by_onnx.prepare(img)
+            raw_onnx = np.asarray(by_onnx.infer(batch)[0], np.float32)
+            raw_pt = by_torch.infer(batch)[0]
             if raw_pt.shape != raw_onnx.shape:
                 raise ParityError(f"output shapes differ: PyTorch {raw_pt.shape}, ONNX {raw_onnx.shape}")
             max_raw = max(max_raw, float(np.abs(raw_pt - raw_onnx).max()))
@@ -207,14 +144,15 @@ def parity_check(bundle_dir: Path, torch_model, images: list[np.ndarray], tol: P
                     if d_box > tol.box_px or d_score > tol.score:
                         problems.append(f"image {k}: raw head output differs on {int(live.sum())} candidate anchors "
                                         f"by up to {d_box:.2f} px and {d_score:.3f} score")
-            dec = lambda raw, c: decode(raw, sc.output, nc, info, c, sc.iou_threshold)  # noqa: E731
-            for x, y in ((raw_pt, raw_onnx), (raw_onnx, raw_pt)):
-                m, p, b, s = compare_detections(dec(x, tol.conf), dec(y, max(tol.conf - tol.margin, 0.0)), tol)
+            sides = ((by_torch, raw_pt), (by_onnx, raw_onnx))
+            for (da, xa), (db, xb) in (sides, sides[::-1]):  # each model's detections need a partner in the other
+                m, p, b, s = compare_detections(da.decode([xa], info, conf=tol.conf), db.decode([xb], info), tol)
                 matched += m
                 problems += [f"image {k}: {q}" for q in p]
                 max_box, max_score = max(max_box, b), max(max_score, s)
     finally:
-        backend.close()
+        by_onnx.close()
+        by_torch.close()
     report = {"images": len(images), "detections_compared": matched, "max_box_px": round(max_box, 4),
               "max_score_diff": round(max_score, 5), "max_raw_abs_diff": round(max_raw, 5),
               "tolerance": tol.__dict__, "passed": not problems}
@@ -238,16 +176,7 @@ def build_sidecar(onnx_path: Path, names: list[str], imgsz: int, arch: str, prec
         "engine": "onnx",
         "precision": precision,
         "architecture": arch,
-        "classes": list(names),
-        "input": {"name": in_name, "imgsz": [imgsz, imgsz], "layout": "NCHW", "color": "RGB", "dtype": "float32",
-                  "scale": 1.0 / 255.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
-                  "letterbox_pad": 114, "letterbox_center": True, "batch": 1},
-        "output": {"name": out_name, "layout": layout, "shape": dims,
-                   "max_det": int(dims[1]) if layout == "end2end" else 300,
-                   "strides": list(strides) if layout == "yolo_raw" else []},
-        "conf_threshold": 0.25,
-        "iou_threshold": 0.45,
-        "tta": tta,
+        **network_sections(names, imgsz, layout, dims, strides, tta, in_name, out_name),
         "class_thresholds": {},
         "metrics": {},
         "training": training,
@@ -257,12 +186,6 @@ def build_sidecar(onnx_path: Path, names: list[str], imgsz: int, arch: str, prec
         "engine_info": {},
         "source_onnx_sha256": "",
     }
-
-
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
 
 
 def _training_facts(weights: Path, data: str | None, train_args: dict) -> dict:
@@ -324,7 +247,7 @@ def export_bundle(weights: str | Path, out: str | Path, data: str | None = None,
             to_fp16(onnx_path)
         sidecar = build_sidecar(onnx_path, names, imgsz, arch, precision, _training_facts(weights, data, train_args),
                                 head_strides(torch_model), tta_spec)
-        write_json(tmp / "model.json", sidecar)
+        write_json_atomic(tmp / "model.json", sidecar)
         images = sample_images(data, split, parity_images, imgsz)
         # parity_check loads the bundle with the runtime's reader first: an impossible sidecar (tta on an
         # end2end head, say) fails there with the runtime's message, before anything is measured
@@ -341,7 +264,7 @@ def export_bundle(weights: str | Path, out: str | Path, data: str | None = None,
             evaluation = evaluate_model(tmp, data, use, target_escape=target_escape, backend="onnxruntime")
             sidecar["class_thresholds"] = evaluation["thresholds"]
             sidecar["metrics"] = metrics_for_sidecar(evaluation)
-        write_json(tmp / "model.json", sidecar)
+        write_json_atomic(tmp / "model.json", sidecar)
     return ExportResult(out, sidecar, parity, evaluation)
 
 

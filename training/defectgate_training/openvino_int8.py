@@ -3,7 +3,9 @@
 Calibration runs every image through the bundle's own `Preprocessor`, so the quantizer sees exactly
 the tensors the station will feed. When a validation set and metric are given and plain quantization
 loses more than `max_drop`, NNCF's accuracy-aware mode (`quantize_with_accuracy_control`) keeps the
-most sensitive layers in floating point until the drop is within the tolerance.
+most sensitive layers in floating point until the drop is within the tolerance. The metric judges
+each candidate model through the runtime's `Detector` (the sidecar's views and decode), as the
+station and `defectgate evaluate` would.
 
 Each export is a bundle folder of its own (`engine: openvino`, `model.xml` + `model.bin`, sidecar).
 The IR records the source ONNX sha256 in its rt_info; the runtime refuses an IR whose record does
@@ -20,15 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import cv2
 import numpy as np
 
 from defectgate.backends.openvino import RT_INFO_SOURCE_SHA
 from defectgate.bundle import Bundle, Sidecar, load_bundle, sha256_file, write_sidecar
-from defectgate.engine_build import (IMAGE_SUFFIXES, calibration_fingerprint, calibration_images,
-                                     check_calibration_images)
+from defectgate.detector import Detector
+from defectgate.engine_build import calibration_fingerprint, calibration_images, check_calibration_images
 from defectgate.errors import BundleError, DatasetError, require
-from defectgate.postprocess import decode
+from defectgate.images import evenly_spaced, list_images, read_image
 from defectgate.preprocess import Preprocessor
 from defectgate.staging import staged_dir
 from defectgate.types import Detections
@@ -50,33 +51,21 @@ def bundle_transform(bundle: Bundle) -> Callable[[Path], np.ndarray]:
     pre = Preprocessor(bundle.sidecar.input)
 
     def transform(path: Path) -> np.ndarray:
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if img is None:
-            raise DatasetError(f"{path}: not a readable image")
-        return pre(img)[0].copy()
+        return pre(read_image(path))[0].copy()
 
     return transform
 
 
 # -- the project's validation metric --------------------------------------------------------------------
 def project_map50(classes: Sequence[str]) -> Metric:
-    """mAP50 exactly as `defectgate evaluate` computes it (defectgate_training.evaluate.box_metrics),
-    over images with YOLO labels (`.../images/x.png` -> `.../labels/x.txt`)."""
-    from .datayaml import label_path_for, read_labels
-    from .evaluate import ImageResult, box_metrics
+    """mAP50 exactly as `defectgate evaluate` computes it (evaluate.collect_images + box_metrics), over
+    images with YOLO labels (`.../images/x.png` -> `.../labels/x.txt`)."""
+    from .evaluate import box_metrics, collect_images
 
     names = list(classes)
 
     def metric(predict: Predict, images: Sequence[Path]) -> float:
-        results = []
-        for path in images:
-            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if img is None:
-                raise DatasetError(f"{path}: not a readable image")
-            h, w = img.shape[:2]
-            gt_xyxy, gt_cls = read_labels(label_path_for(Path(path)), w, h, len(names))
-            results.append(ImageResult(str(path), gt_xyxy, gt_cls, predict(img)))
-        return float(box_metrics(results, names, {})[0]["map50"])
+        return float(box_metrics(collect_images(predict, images, names), names, {})[0]["map50"])
 
     return metric
 
@@ -221,10 +210,7 @@ def _split_of(data_yaml: str | Path, split: str) -> list[Path]:
 def _calibration_list(calib: str | Path, allow_mixed_sizes: bool, limit: int) -> list[Path]:
     if not _is_yaml(calib):
         return calibration_images(calib, allow_mixed_sizes=allow_mixed_sizes, limit=limit)
-    paths = sorted(_split_of(calib, "train"))
-    if limit:
-        # spread over the split rather than its first files (often one class or one session)
-        paths = paths[:: max(1, len(paths) // limit)][:limit]
+    paths = evenly_spaced(sorted(_split_of(calib, "train")), limit)  # the one sampling rule (images.py)
     check_calibration_images(paths, allow_mixed_sizes)
     return paths
 
@@ -236,7 +222,7 @@ def _val_list(val_images: Sequence[Path] | str | Path) -> list[Path]:
         folder = Path(val_images)
         if not folder.is_dir():
             raise DatasetError(f"{folder}: validation folder not found")
-        paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths = list_images(folder)
     else:
         paths = [Path(p) for p in val_images]
     if not paths:
@@ -244,16 +230,24 @@ def _val_list(val_images: Sequence[Path] | str | Path) -> list[Path]:
     return paths
 
 
+class _Compiled:
+    """A model NNCF is working on, compiled by OpenVINO, behind the Backend interface."""
+
+    name = "openvino:nncf"
+
+    def __init__(self, compiled: Any):
+        self.compiled = compiled
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        return [np.asarray(self.compiled({0: batch})[0])]
+
+    def close(self) -> None:
+        self.compiled = None
+
+
 def _predictor(compiled: Any, bundle: Bundle, conf_threshold: float) -> Predict:
-    pre = Preprocessor(bundle.sidecar.input)
-    sc = bundle.sidecar
-
-    def predict(image: np.ndarray) -> Detections:
-        x, info = pre(image)
-        raw = compiled({0: x})[0]
-        return decode(raw, sc.output, len(sc.classes), info, conf_threshold, sc.iou_threshold, sc.output.max_det)
-
-    return predict
+    """The compiled model judging images as the station would: the bundle's Detector around it."""
+    return Detector(bundle, _Compiled(compiled), conf_floor=conf_threshold).detect
 
 
 def _scorer(core: Any, bundle: Bundle, metric: Metric, conf_threshold: float) -> Callable[[Any, list[Path]], float]:

@@ -19,28 +19,27 @@ from pathlib import Path
 import numpy as np
 
 from defectgate.errors import BundleError, DatasetError
-from defectgate.staging import staged_dir
+from defectgate.images import evenly_spaced, list_images, read_image
+from defectgate.staging import staged_dir, write_json_atomic
 
-from .datayaml import IMAGE_SUFFIXES, load_data_yaml, split_images
+from .datayaml import load_data_yaml, split_images
 
 log = logging.getLogger(__name__)
 
 
 def calibration_images(calib: str | Path, max_images: int) -> list[Path]:
-    """Images from a folder (recursively) or from a dataset yaml's train split; evenly sampled."""
+    """Images from a folder (recursively) or from a dataset yaml's train split; at most `max_images`
+    spread over them (the one sampling rule, defectgate.images.evenly_spaced)."""
     calib = Path(calib)
     if calib.suffix in (".yaml", ".yml") or (calib.is_dir() and (calib / "data.yaml").is_file()):
         images = split_images(load_data_yaml(calib), "train")
     elif calib.is_dir():
-        images = sorted(p for p in calib.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = list_images(calib)
     else:
         raise DatasetError(f"{calib}: calibration source not found; pass a folder of images or a dataset yaml")
     if not images:
         raise DatasetError(f"{calib}: no images for INT8 calibration")
-    if len(images) > max_images:
-        idx = np.linspace(0, len(images) - 1, max_images).round().astype(int)
-        images = [images[i] for i in idx]
-    return images
+    return evenly_spaced(images, max_images)
 
 
 def head_nodes(model) -> list[str]:
@@ -55,7 +54,6 @@ def head_nodes(model) -> list[str]:
 
 def quantize_bundle(bundle_dir: str | Path, calib: str | Path, out: str | Path, max_images: int = 200,
                     data: str | None = None, compare: bool = True) -> dict:
-    import cv2
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -79,9 +77,7 @@ def quantize_bundle(bundle_dir: str | Path, calib: str | Path, out: str | Path, 
 
         def get_next(self):
             for path in self.it:
-                img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-                if img is None:
-                    raise DatasetError(f"{path}: calibration image cannot be read")
+                img = read_image(path)
                 h.update(path.name.encode())
                 batch, _ = pre(img)
                 return {input_name: batch.copy()}
@@ -109,7 +105,7 @@ def quantize_bundle(bundle_dir: str | Path, calib: str | Path, out: str | Path, 
                 "calibration_source": str(calib), "float_nodes": len(excluded),
                 "seconds": round(time.monotonic() - t0, 1)}},
         })
-        (tmp / "model.json").write_text(json.dumps(sidecar, indent=2) + "\n")
+        write_json_atomic(tmp / "model.json", sidecar)
     result = {"bundle": str(out), "calibration_images": len(images), "float_nodes": len(excluded)}
     if compare:
         result.update(compare_precisions(src.root, out, data))
@@ -117,28 +113,26 @@ def quantize_bundle(bundle_dir: str | Path, calib: str | Path, out: str | Path, 
     if data and compare:  # record the INT8 bundle's own metrics in its sidecar
         sc = json.loads((out / "model.json").read_text())
         sc["metrics"] = {**sc.get("metrics", {}), **result.get("int8_metrics", {})}
-        tmpj = out / "model.json.tmp"
-        tmpj.write_text(json.dumps(sc, indent=2) + "\n")
-        tmpj.replace(out / "model.json")
+        write_json_atomic(out / "model.json", sc)
     return result
 
 
 def time_bundle(bundle_dir: Path, runs: int = 30, threads: int = 0) -> float:
-    """Median milliseconds of one inference on the runtime's ONNX Runtime backend (CPU)."""
-    from defectgate.backends import load_backend
-    from defectgate.bundle import load_bundle
+    """Median milliseconds of one inference (the sidecar's views included) on ONNX Runtime (CPU)."""
+    from defectgate.detector import Detector
 
-    b = load_bundle(bundle_dir)
-    be = load_backend(b, "onnxruntime", threads)
-    x = np.random.default_rng(0).random((1, 3, *b.sidecar.input.imgsz), dtype=np.float32)
-    for _ in range(3):
-        be.infer(x)
+    detector = Detector.open(bundle_dir, "onnxruntime", threads=threads)
+    x = np.random.default_rng(0).random((1, 3, *detector.sidecar.input.imgsz), dtype=np.float32)
     ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        be.infer(x)
-        ts.append((time.perf_counter() - t) * 1000)
-    be.close()
+    try:
+        for _ in range(3):
+            detector.infer(x)
+        for _ in range(runs):
+            t = time.perf_counter()
+            detector.infer(x)
+            ts.append((time.perf_counter() - t) * 1000)
+    finally:
+        detector.close()
     return float(np.median(ts))
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from defectgate.errors import BundleError, DefectgateError
+from defectgate.staging import write_json_atomic
 
 MARKER = "registry.json"
 
@@ -72,7 +73,7 @@ def open_registry(root: str | Path, create: bool = False) -> Path:
     if not create:
         raise RegistryError(f"{root}: registry not found; the first 'defectgate promote' creates it")
     (root / "versions").mkdir(parents=True, exist_ok=True)
-    _write_json(marker, {"format": "defectgate-registry", "schema_version": 1, "created_at": _now()})
+    write_json_atomic(marker, {"format": "defectgate-registry", "schema_version": 1, "created_at": _now()})
     return root
 
 
@@ -121,12 +122,6 @@ def _set_current(root: Path, version: str, name: str = "current") -> None:
     os.replace(tmp, root / name)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def add_version(root: Path, bundle_dir: Path) -> str:
     """Copy a checked bundle into versions/vNNNN (temp folder + rename); stamp the version label."""
     from defectgate.bundle import load_bundle
@@ -141,7 +136,7 @@ def add_version(root: Path, bundle_dir: Path) -> str:
                 shutil.copy2(item, tmp / item.name)
         sidecar = json.loads((tmp / "model.json").read_text())
         sidecar["version"] = version
-        _write_json(tmp / "model.json", sidecar)
+        write_json_atomic(tmp / "model.json", sidecar)
         tmp.chmod(0o755)
         tmp.rename(root / "versions" / version)
     except BaseException:

@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from defectgate.errors import ConfigError, DatasetError
+from defectgate.staging import write_json_atomic
 
 from . import augment as aug
 from .datayaml import fingerprint, load_data_yaml, resolved_yaml, split_images
@@ -219,9 +220,7 @@ def train(cfg: TrainConfig, resume: bool = False, extra_transforms: list | None 
         "versions": tool_versions(),
         "augment": aug.describe(augment_cfg),
     }
-    tmp = save_dir / "run.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    tmp.replace(save_dir / "run.json")
+    write_json_atomic(save_dir / "run.json", summary)
     log.info("best weights %s  mAP50 %.3f  mAP50-95 %.3f", best, summary["map50"] or 0, summary["map50_95"] or 0)
     return TrainResult(save_dir, best, save_dir / "weights" / "last.pt", summary)
 

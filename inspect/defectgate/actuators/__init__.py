@@ -13,7 +13,10 @@ from .simulated import SimulatedActuator
 def open_actuator(kind: str, options: dict[str, Any], clock: Clock) -> Actuator:
     kind = getattr(kind, "value", kind)
     if kind == "simulated":
-        return SimulatedActuator(clock)
+        unknown = set(options) - {"log"}
+        if unknown:
+            raise ConfigError(f"actuator.options {sorted(unknown)}: the simulated ejector takes only 'log' (a file path)")
+        return SimulatedActuator(clock, **options)
     if kind == "jetson_gpio":
         from .jetson_gpio import JetsonGpioActuator
 

@@ -6,10 +6,10 @@ options: chip (default /dev/gpiochip0), line (offset on that chip), active_low (
 from __future__ import annotations
 
 from ..errors import ActuatorError, require
-from .pulse import PulseEnder
+from .pulse import PulsedOutput
 
 
-class GpiodActuator:
+class GpiodActuator(PulsedOutput):
     name = "gpiod"
 
     def __init__(self, line: int, chip: str = "/dev/gpiochip0", active_low: bool = False,
@@ -29,17 +29,10 @@ class GpiodActuator:
             raise ActuatorError(f"gpiod could not request {chip} line {line}: {exc} "
                                 "(check the chip path, the line offset and permissions on the device)") from exc
         self.name = f"gpiod:{chip}:{self.line}"
-        self._pulse = PulseEnder(lambda: self.set(False), self.name)
+        self._start_pulses()
 
-    def set(self, on: bool) -> None:
-        try:
-            self._request.set_value(self.line, self._active if on else self._inactive)
-        except OSError as exc:
-            raise ActuatorError(f"{self.name}: set_value failed: {exc}") from exc
-
-    def fire(self, duration_s: float) -> None:
-        self.set(True)
-        self._pulse.schedule_off(duration_s)
+    def _write(self, on: bool) -> None:
+        self._request.set_value(self.line, self._active if on else self._inactive)
 
     def close(self) -> None:
         self._pulse.close()

@@ -7,11 +7,12 @@ active_high: true|false (default true)."""
 from __future__ import annotations
 
 from ..errors import ActuatorError, ConfigError, require
-from .pulse import PulseEnder
+from .pulse import PulsedOutput
 
 
-class JetsonGpioActuator:
+class JetsonGpioActuator(PulsedOutput):
     name = "jetson_gpio"
+    _driver_errors = (RuntimeError, ValueError)  # what Jetson.GPIO raises for bad pins / no access
 
     def __init__(self, pin: int, numbering: str = "BOARD", active_high: bool = True):
         gpio = require("Jetson.GPIO", "jetson", "the jetson_gpio actuator")
@@ -27,17 +28,10 @@ class JetsonGpioActuator:
             raise ActuatorError(f"Jetson.GPIO could not set up {numbering} pin {pin} as output: {exc} "
                                 "(check the pin number and that the user is in the 'gpio' group)") from exc
         self.name = f"jetson_gpio:{numbering}{self.pin}"
-        self._pulse = PulseEnder(lambda: self.set(False), self.name)
+        self._start_pulses()
 
-    def set(self, on: bool) -> None:
-        try:
-            self._gpio.output(self.pin, self._on if on else self._off)
-        except (RuntimeError, ValueError) as exc:
-            raise ActuatorError(f"{self.name}: output failed: {exc}") from exc
-
-    def fire(self, duration_s: float) -> None:
-        self.set(True)
-        self._pulse.schedule_off(duration_s)
+    def _write(self, on: bool) -> None:
+        self._gpio.output(self.pin, self._on if on else self._off)
 
     def close(self) -> None:
         self._pulse.close()

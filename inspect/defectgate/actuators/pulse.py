@@ -10,6 +10,8 @@ import threading
 import time
 from typing import Callable
 
+from ..errors import ActuatorError
+
 log = logging.getLogger(__name__)
 
 
@@ -58,3 +60,29 @@ class PulseEnder:
                 self._switch_off()
             except Exception as exc:
                 log.error("could not switch off on close: %s", exc)
+
+
+class PulsedOutput:
+    """An on/off output whose `fire(duration)` switches it on now and leaves the switch-off to a
+    PulseEnder thread. A driver defines `name`, `_write(on)` and the exceptions its library raises
+    (`_driver_errors`, reported as ActuatorError), and calls `_start_pulses()` once the output is ready."""
+
+    name: str
+    _pulse: PulseEnder
+    _driver_errors: tuple[type[Exception], ...] = (OSError,)
+
+    def _write(self, on: bool) -> None:
+        raise NotImplementedError
+
+    def set(self, on: bool) -> None:
+        try:
+            self._write(on)
+        except self._driver_errors as exc:
+            raise ActuatorError(f"{self.name}: could not switch the output {'on' if on else 'off'}: {exc}") from exc
+
+    def _start_pulses(self) -> None:
+        self._pulse = PulseEnder(lambda: self.set(False), self.name)
+
+    def fire(self, duration_s: float) -> None:
+        self.set(True)
+        self._pulse.schedule_off(duration_s)

@@ -7,17 +7,16 @@ import platform
 
 from ..bundle import Bundle
 from ..errors import BackendError, MissingExtraError
-from .base import Backend
+from .base import Backend, open_engines
 
 log = logging.getLogger(__name__)
 
 NAMES = ("auto", "onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "openvino", "tensorrt")
 
 
-def load_backend(bundle: Bundle, name: str = "auto", threads: int = 0, compute_precision: str = "f32",
-                 tta: bool = True) -> Backend:
-    """Open `bundle` with the named backend, wrapped in the test-time views its sidecar declares (tta.py)
-    unless `tta` is False (export's parity check and INT8 calibration want the bare network).
+def load_backend(bundle: Bundle, name: str = "auto", threads: int = 0, compute_precision: str = "f32") -> Backend:
+    """Open `bundle`'s model file with the named engine: the bare network. The test-time views the
+    sidecar declares are the Detector's business (detector.py), like the rest of image -> Detections.
     `auto`: a TensorRT engine runs on TensorRT; an ONNX bundle runs on OpenVINO on an x86 CPU where
     it is installed, else on ONNX Runtime.
     `compute_precision` (f32, bf16, f16) is OpenVINO's inference precision for float layers: bf16
@@ -33,12 +32,7 @@ def load_backend(bundle: Bundle, name: str = "auto", threads: int = 0, compute_p
         else:
             name = "onnxruntime"
         log.info("backend auto -> %s for %s", name, bundle.model_path.name)
-    backend = _open(bundle, name, threads, compute_precision)
-    if not tta:
-        return backend
-    from ..tta import with_tta
-
-    return with_tta(backend, bundle.sidecar)
+    return _open(bundle, name, threads, compute_precision)
 
 
 def _open(bundle: Bundle, name: str, threads: int, compute_precision: str) -> Backend:
@@ -73,4 +67,4 @@ def _has_module(module: str) -> bool:
         return False
 
 
-__all__ = ["Backend", "load_backend", "NAMES", "MissingExtraError"]
+__all__ = ["Backend", "load_backend", "open_engines", "NAMES", "MissingExtraError"]

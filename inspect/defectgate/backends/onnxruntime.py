@@ -7,6 +7,7 @@ import numpy as np
 
 from ..bundle import Bundle
 from ..errors import BackendError
+from .base import engine_closed, engine_opened
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -55,6 +56,7 @@ class OnnxRuntimeBackend:
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.name = f"onnxruntime:{self.session.get_providers()[0]}"
         self.input_dtype = np.float16 if "float16" in inputs[0].type else np.float32
+        engine_opened(self)
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         if batch.dtype != self.input_dtype:
@@ -66,6 +68,7 @@ class OnnxRuntimeBackend:
 
     def close(self) -> None:
         self.session = None
+        engine_closed(self)
 
 
 def _provider_options(provider: str, bundle: Bundle) -> dict[str, object]:

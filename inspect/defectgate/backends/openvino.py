@@ -9,23 +9,22 @@ An IR records the sha256 of the ONNX file it was converted from in its rt_info
 (`defectgate/source_onnx_sha256`, written by defectgate_training.openvino_int8). A bundle whose IR names
 another ONNX than the sidecar does is refused: it would run weights nobody evaluated.
 
-`infer()` is synchronous with the LATENCY hint (one frame at a time, lowest latency). The station
-pipelines frames with `start_async()` / `wait_all()`: a small pool of asynchronous infer requests, so
-that capture and preprocessing of frame n+1 overlap inference of frame n.
+`infer()` is synchronous with the LATENCY hint (one frame at a time, lowest latency); the station
+overlaps capture, preprocessing and decoding with it in threads of its own (pipeline.py). An
+asynchronous request pool was tried and measured in that pipeline: no gain (issue 20), so it is gone.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ..bundle import Bundle, sha256_file
 from ..errors import BackendError, BundleError, require
+from .base import engine_closed, engine_opened
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +35,6 @@ HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 # which moved boxes of a YOLO11n by pixels against ONNX Runtime here; the station runs what the gate
 # measured (f32) unless told otherwise, and the backend name says when it is not f32.
 INFERENCE_PRECISIONS = ("f32", "bf16", "f16")
-
-AsyncCallback = Callable[[list[np.ndarray], Any], None]
 
 
 def ir_source_sha(model: Any) -> str:
@@ -62,7 +59,7 @@ class OpenVinoBackend:
     "openvino:CPU:int8", or "openvino:CPU:fp32+bf16" when the other ops run in bf16."""
 
     def __init__(self, bundle: Bundle, threads: int = 0, hint: str = "LATENCY", device: str = "CPU",
-                 async_jobs: int = 0, inference_precision: str = "f32"):
+                 inference_precision: str = "f32"):
         ov = require("openvino", "openvino", "the openvino backend")
         if hint not in HINTS:
             raise BackendError(f"openvino hint '{hint}' is unknown; use one of {', '.join(HINTS)}")
@@ -97,13 +94,9 @@ class OpenVinoBackend:
         suffix = "" if inference_precision == "f32" else f"+{inference_precision}"
         self.name = f"openvino:{device}:{self.precision}{suffix}"
         self.hint = hint
-        self._async_jobs = async_jobs
-        self._pending: queue.Queue | None = None
-        self._requests: list[Any] = []
-        self._async_error: BaseException | None = None
-        self._lock = threading.Lock()
         log.info("openvino %s compiled %s (%s, hint %s, threads %s)", ov.__version__, self.model_file.name,
                  self.precision, hint, threads or "all")
+        engine_opened(self)
 
     # -- loading -----------------------------------------------------------------------------------
     def _read_model(self, bundle: Bundle) -> tuple[Any, Path]:
@@ -203,101 +196,7 @@ class OpenVinoBackend:
         # Shared outputs are views into the request's buffers; copy so the next infer can't change them.
         return [np.array(result[i], copy=True) for i in range(len(self.output_names))]
 
-    # -- pipelined -----------------------------------------------------------------------------------
-    # Why not OpenVINO's AsyncInferQueue with set_callback: its callbacks run Python on OpenVINO's own
-    # threads, and when the last reference to a request or queue is dropped there (a callback frame
-    # unwinding while the main thread closes the queue, or the garbage collector running inside a
-    # callback) OpenVINO joins its own thread and aborts the process ("Resource deadlock avoided"),
-    # seen here in about one run in three. So: a pool of InferRequests started with start_async (the
-    # same asynchronous execution), and one Python thread that waits on them in submission order and
-    # runs the callbacks. Results also come back in frame order, which is what the station needs.
-    def start_async(self, batch: np.ndarray, userdata: Any, callback: AsyncCallback) -> None:
-        """Queue one batch; `callback(outputs, userdata)` runs on the backend's completion thread, in
-        submission order. Blocks only while every request of the pool is busy. The batch is copied into
-        the request, so the caller may reuse its preprocessing buffer at once."""
-        if self._async_error is not None:
-            self._raise_async_error()
-        self._ensure_pool()
-        if batch.dtype != np.float32:
-            batch = batch.astype(np.float32)
-        idx = self._idle.get()
-        try:
-            self._requests[idx].start_async({0: batch}, share_inputs=False)
-        except RuntimeError as exc:
-            self._idle.put(idx)
-            raise BackendError(f"openvino async inference failed: {exc}") from exc
-        self._pending.put((idx, callback, userdata))
-
-    def wait_all(self) -> None:
-        """Wait until every queued batch has run and its callback returned; re-raise the first error a
-        request or callback hit."""
-        if self._pending is not None:
-            self._pending.join()
-        if self._async_error is not None:
-            self._raise_async_error()
-
-    @property
-    def async_jobs(self) -> int:
-        self._ensure_pool()
-        return len(self._requests)
-
-    def _ensure_pool(self) -> None:
-        with self._lock:
-            if self._pending is not None:
-                return
-            jobs = self._async_jobs
-            if not jobs:
-                # The LATENCY hint reports 1 optimal request; two keep one busy while the other is refilled.
-                jobs = max(2, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-            self._requests = [self.compiled.create_infer_request() for _ in range(jobs)]
-            self._idle = queue.Queue()
-            for i in range(jobs):
-                self._idle.put(i)
-            self._pending = queue.Queue()
-            self._completer = threading.Thread(target=self._complete_in_order, name="openvino-complete", daemon=True)
-            self._completer.start()
-
-    def _complete_in_order(self) -> None:
-        pending = self._pending
-        while True:
-            item = pending.get()
-            if item is None:
-                pending.task_done()
-                return
-            idx, callback, userdata = item
-            request = self._requests[idx]
-            try:
-                request.wait()  # releases the GIL while the request runs
-                outputs = [np.array(request.get_output_tensor(i).data, copy=True) for i in range(len(self.output_names))]
-            except RuntimeError as exc:
-                self._record_async_error(BackendError(f"openvino async inference failed: {exc}"))
-                outputs = None
-            finally:
-                self._idle.put(idx)
-            if outputs is not None:
-                try:
-                    callback(outputs, userdata)
-                except Exception as exc:  # noqa: BLE001 - surfaced by wait_all/start_async, not lost in a thread
-                    log.error("openvino async callback failed: %r", exc)
-                    self._record_async_error(exc)
-            pending.task_done()
-
-    def _record_async_error(self, exc: BaseException) -> None:
-        if self._async_error is None:
-            self._async_error = exc
-
-    def _raise_async_error(self) -> None:
-        exc, self._async_error = self._async_error, None
-        if isinstance(exc, BackendError):
-            raise exc
-        raise BackendError(f"openvino async inference callback failed: {exc!r}") from exc
-
     def close(self) -> None:
-        if self._pending is not None:
-            self._pending.join()
-            self._pending.put(None)
-            self._completer.join()
-            self._pending = None
-        self._requests = []
         self.request = None
         self.compiled = None
+        engine_closed(self)

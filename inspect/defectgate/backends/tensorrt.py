@@ -20,6 +20,7 @@ import numpy as np
 from ..bundle import Bundle
 from ..engine_build import gpu_identity, import_cudart
 from ..errors import BackendError, BundleError, require
+from .base import engine_closed, engine_opened
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class TensorRTBackend:
         self.precision = sc.precision
         self.gpu_name = gpu_name
         self.name = f"tensorrt:{gpu_name}:{sc.precision}"
+        engine_opened(self)
         log.info("tensorrt %s loaded %s on %s (sm %s)", trt.__version__, bundle.model_path.name, gpu_name, capability)
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
@@ -159,6 +161,7 @@ class TensorRTBackend:
             self.stream = None
         self.context = None
         self.engine = None
+        engine_closed(self)
 
 
 def _check(cudart: Any, err: Any, what: str) -> None:

@@ -17,7 +17,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--bundle", required=True, help="ONNX bundle folder (model.onnx + model.json)")
     b.add_argument("--precision", choices=PRECISIONS, default="fp16", help="engine precision (default fp16)")
     b.add_argument("--calib", help="folder of calibration images (required for int8; e.g. the dataset's train/images)")
-    b.add_argument("--calib-limit", type=int, default=500, help="use at most this many calibration images (default 500)")
+    b.add_argument("--calib-limit", type=int, default=500,
+                   help="use at most this many calibration images, spread over the sorted folder (default 500)")
     b.add_argument("--out", help="engine bundle folder (default: <bundle>-tensorrt-<precision> beside the bundle)")
     b.add_argument("--workspace-gb", type=float, default=2.0, help="builder workspace limit in GiB (default 2)")
     b.add_argument("--timing-cache", help="timing cache file, reused across builds (default: beside --out)")

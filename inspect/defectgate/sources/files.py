@@ -22,12 +22,12 @@ import numpy as np
 from ..clock import Clock
 from ..config import SourceSection
 from ..errors import SourceError
+from ..images import IMAGE_SUFFIXES, is_image, list_images
 from ..types import Frame
 from .uri import file_path, number, query
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm"}
 
 
@@ -62,12 +62,12 @@ class FileSource:
         if not self.path.exists():
             raise SourceError(f"{cfg.uri}: {self.path} does not exist")
         if self.path.is_dir():
-            self._images = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            self._images = list_images(self.path, recursive=False)
             if not self._images:
                 raise SourceError(f"{cfg.uri}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {self.path}")
             self.fps = number(cfg.uri, q, "fps", 10.0, float, low=1e-3)
             self.kind = "folder"
-        elif self.path.suffix.lower() in IMAGE_SUFFIXES:
+        elif is_image(self.path):
             self._images = [self.path]
             self.fps = number(cfg.uri, q, "fps", 10.0, float, low=1e-3)
             self.kind = "image"

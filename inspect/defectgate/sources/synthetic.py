@@ -5,35 +5,33 @@ realtime=0 frames come as fast as they are read (for benchmarks), timestamps sti
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlparse
-
 import numpy as np
 
 from .. import synthparts
 from ..clock import Clock
 from ..errors import SourceError
 from ..types import Frame
+from .uri import number, query
+
+
+def _belt_params(source, uri: str, default_parts: int, extra: set[str] = set()) -> dict[str, str]:
+    """The query both conveyors take, checked and set on `source`: parts, seed, ng_rate, height and
+    width of the frame, realtime. Returns the query for the caller's own `extra` keys."""
+    q = query(uri, {"mode", "parts", "seed", "ng_rate", "width", "height", "realtime", *extra})
+    source.parts = number(uri, q, "parts", default_parts, int, low=1)
+    source.seed = number(uri, q, "seed", 0, int)
+    source.ng_rate = number(uri, q, "ng_rate", 0.4, float, low=0)
+    if source.ng_rate > 1:
+        raise SourceError(f"{uri}: parameter ng_rate={source.ng_rate} must be within 0..1")
+    source.hw = (number(uri, q, "height", 240, int), number(uri, q, "width", 320, int))
+    source.realtime = q.get("realtime", "1") not in ("0", "false", "no")
+    return q
 
 
 class SyntheticConveyor:
     def __init__(self, uri: str, clock: Clock, belt_speed_mm_s: float, part_pitch_mm: float, fov_mm: float):
         self.uri = uri
-        parsed = urlparse(uri)
-        query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
-        known = {"mode", "parts", "seed", "ng_rate", "width", "height", "realtime"}
-        unknown = set(query) - known
-        if unknown:
-            raise SourceError(f"{uri}: unknown parameter(s) {sorted(unknown)}; known: {sorted(known)}")
-        try:
-            self.parts = int(query.get("parts", 200))
-            self.seed = int(query.get("seed", 0))
-            self.ng_rate = float(query.get("ng_rate", 0.4))
-            self.hw = (int(query.get("height", 240)), int(query.get("width", 320)))
-            self.realtime = query.get("realtime", "1") not in ("0", "false", "no")
-        except ValueError as exc:
-            raise SourceError(f"{uri}: bad parameter value ({exc})") from exc
-        if self.parts < 1 or not 0 <= self.ng_rate <= 1:
-            raise SourceError(f"{uri}: parts must be >= 1 and ng_rate within 0..1")
+        _belt_params(self, uri, default_parts=200)
         self.clock = clock
         self.speed = belt_speed_mm_s
         self.period = part_pitch_mm / belt_speed_mm_s
@@ -84,22 +82,10 @@ class FreeRunConveyor:
 
     def __init__(self, uri: str, clock: Clock, belt_speed_mm_s: float, part_pitch_mm: float, fov_mm: float):
         self.uri = uri
-        query = {k: v[-1] for k, v in parse_qs(urlparse(uri).query).items()}
-        known = {"mode", "parts", "seed", "ng_rate", "width", "height", "realtime", "fps"}
-        unknown = set(query) - known
-        if unknown:
-            raise SourceError(f"{uri}: unknown parameter(s) {sorted(unknown)}; known: {sorted(known)}")
-        try:
-            self.parts = int(query.get("parts", 50))
-            self.seed = int(query.get("seed", 0))
-            self.ng_rate = float(query.get("ng_rate", 0.4))
-            self.hw = (int(query.get("height", 240)), int(query.get("width", 320)))
-            self.realtime = query.get("realtime", "1") not in ("0", "false", "no")
-            self.fps = float(query.get("fps", 30))
-        except ValueError as exc:
-            raise SourceError(f"{uri}: bad parameter value ({exc})") from exc
-        if self.parts < 1 or not 0 <= self.ng_rate <= 1 or self.fps <= 0:
-            raise SourceError(f"{uri}: parts must be >= 1, ng_rate within 0..1 and fps > 0")
+        q = _belt_params(self, uri, default_parts=50, extra={"fps"})
+        self.fps = number(uri, q, "fps", 30.0, float)
+        if self.fps <= 0:
+            raise SourceError(f"{uri}: parameter fps={self.fps} must be > 0")
         self.clock, self.speed, self.pitch, self.fov = clock, belt_speed_mm_s, part_pitch_mm, fov_mm
         h, w = self.hw
         self.px_per_mm = w / fov_mm

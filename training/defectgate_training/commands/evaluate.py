@@ -8,7 +8,7 @@ import argparse
 def main(argv: list[str]) -> int:
     from defectgate.tta import PRESETS
 
-    from ..export import HEADS  # the one list of heads, beside load_torch_model
+    from ..torch_backend import HEADS  # the one list of heads, beside load_torch_model
 
     p = argparse.ArgumentParser(prog="defectgate evaluate", description=(
         "Box mAP and part-level escape/overkill rates. A bundle runs through the station's own backend, "
@@ -32,7 +32,9 @@ def main(argv: list[str]) -> int:
                         "merge what the views see (as `defectgate export --tta`); a bundle runs the views its sidecar "
                         "declares and refuses others")
     a = p.parse_args(argv)
-    from ..evaluate import evaluate_model, write_json
+    from defectgate.staging import write_json_atomic
+
+    from ..evaluate import evaluate_model
 
     r = evaluate_model(a.model, a.data, a.split, None if a.no_calibrate else a.target_escape, a.backend, a.plots, a.imgsz,
                        head=a.head, tta=a.tta)
@@ -53,6 +55,6 @@ def main(argv: list[str]) -> int:
           f"escape rate {fmt(pr['escape_rate'], pr['escape_rate_ci95'])} ({pr['escapes']} NG passed), "
           f"overkill rate {fmt(pr['overkill_rate'], pr['overkill_rate_ci95'])} ({pr['overkills']} OK rejected)")
     if a.json:
-        write_json(a.json, r)
+        write_json_atomic(a.json, r)
         print(f"wrote {a.json}")
     return 0

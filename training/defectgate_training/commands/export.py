@@ -8,7 +8,7 @@ import argparse
 def main(argv: list[str]) -> int:
     from defectgate.tta import PRESETS
 
-    from ..export import HEADS  # the one list of heads, beside load_torch_model
+    from ..torch_backend import HEADS  # the one list of heads, beside load_torch_model
 
     p = argparse.ArgumentParser(prog="defectgate export", description=(
         "Export to an ONNX bundle, check PyTorch/ONNX parity through the runtime path, calibrate the "

@@ -21,14 +21,15 @@ def main(argv: list[str]) -> int:
                    help="largest allowed mAP50 drop against the reference (FP16 0.005, INT8 0.02)")
     p.add_argument("--json", help="write the report here")
     a = p.parse_args(argv)
+    from defectgate.bundle import load_bundle
+    from defectgate.staging import write_json_atomic
+
     from ..backend_parity import Target, compare_backends
-    from ..evaluate import evaluate_model, write_json
+    from ..evaluate import evaluate_model
     from ..export import PARITY, sample_images
 
     cands = [Target.parse(c) for c in a.candidate]
     ref = Target.parse(a.reference) if a.reference else Target(cands[0].bundle, "onnxruntime")
-    from defectgate.bundle import load_bundle
-
     imgsz = load_bundle(ref.bundle).sidecar.input.imgsz[0]
     images = sample_images(a.data, a.split, a.images, imgsz)
     rows = compare_backends(ref, cands, images, PARITY["fp32"])
@@ -45,7 +46,7 @@ def main(argv: list[str]) -> int:
     report = {"reference": str(ref), "reference_map50": ref_map, "split": a.split, "max_map_drop": a.max_map_drop,
               "candidates": rows}
     if a.json:
-        write_json(a.json, report)
+        write_json_atomic(a.json, report)
     else:
         print(json.dumps({"passed": not failed}))
     return 1 if failed else 0

@@ -45,7 +45,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reviewer", default=None, help="reviewer name without a login (default: the OS user)")
     p.add_argument("--shift-starts", default="6,14,22", help="shift start hours, e.g. 6,14,22")
     p.add_argument("--timezone", default="UTC", help="time zone of the shifts (IANA name, e.g. Europe/Berlin)")
-    p.add_argument("--suggest-conf", type=float, default=0.1, help="confidence threshold of model suggestions")
+    p.add_argument("--suggest-conf", type=float, default=None,
+                   help="lower every class threshold of model suggestions to this (default: the bundle's per-class "
+                        "thresholds, what the station rejects at)")
     p.add_argument("--val-fraction", type=float, default=0.0,
                    help="share of exported images (chosen by image hash) put in the increment's val split")
     p.add_argument("--check", action="store_true", help="open everything, print a summary and exit (no server)")
@@ -59,7 +61,7 @@ def config_from_args(args: argparse.Namespace) -> QAConfig:
         starts = tuple(int(h) for h in args.shift_starts.split(",") if h.strip())
     except ValueError:
         raise QAError(f"--shift-starts {args.shift_starts!r}: give hours 0..23 separated by commas, e.g. 6,14,22") from None
-    if not 0.0 < args.suggest_conf <= 1.0:
+    if args.suggest_conf is not None and not 0.0 < args.suggest_conf <= 1.0:
         raise QAError(f"--suggest-conf {args.suggest_conf}: must be in (0, 1]")
     if not 0.0 <= args.val_fraction < 1.0:
         raise QAError(f"--val-fraction {args.val_fraction}: must be in [0, 1)")

@@ -4,8 +4,6 @@ color}) and YOLO label lines ('class cx cy w h', normalised)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import QAError
@@ -100,13 +98,6 @@ def yolo_lines_to_boxes(text: str, classes: Sequence[str], width: int, height: i
         out.append({"xyxy": [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height],
                     "class": classes[c], "class_id": c})
     return out
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _name(cid: int, classes: Sequence[str]) -> str:

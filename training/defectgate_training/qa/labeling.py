@@ -7,8 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from defectgate.staging import write_text_atomic
+
 from ..datayaml import label_path_for
-from .boxes import boxes_to_yolo_lines, write_text_atomic, yolo_lines_to_boxes
+from .boxes import boxes_to_yolo_lines, yolo_lines_to_boxes
 from .errors import QAError
 from .images import IMAGE_SUFFIXES
 from .paths import confine

@@ -1,6 +1,8 @@
-"""Model suggestions for labeling: the bundle runs through the same runtime path as the line
-(load_backend -> Preprocessor -> backend.infer -> decode), so a pre-label is exactly what the
-station would have seen, at a lower threshold when the reviewer asks for more candidates."""
+"""Model suggestions for labeling: the bundle judges the image through the runtime's Detector (the
+station's preprocessing, test-time views and decode) and the station's per-class threshold rule (the
+bundle's calibrated `class_thresholds`, else its `conf_threshold`), so a pre-label is exactly a defect
+the station would have rejected for. A reviewer who asks for more candidates passes `conf`: every
+class threshold is lowered to it (never raised)."""
 
 from __future__ import annotations
 
@@ -10,30 +12,33 @@ from typing import Any
 
 import numpy as np
 
-from defectgate.backends import load_backend
 from defectgate.bundle import load_bundle
-from defectgate.postprocess import decode
-from defectgate.preprocess import Preprocessor
+from defectgate.decision import Decision, build_decision
+from defectgate.detector import Detector
 
 
 class Prelabeler:
     def __init__(self, bundle_dir: str | Path, backend: str = "onnxruntime", threads: int = 1):
-        self.bundle = load_bundle(bundle_dir)
-        self.classes = list(self.bundle.classes)
-        self.version = self.bundle.version
-        self._backend = load_backend(self.bundle, backend, threads)
-        self._pre = Preprocessor(self.bundle.sidecar.input)
-        self._lock = threading.Lock()  # the preprocessor's buffers are reused between calls
+        bundle = load_bundle(bundle_dir)
+        side = bundle.sidecar
+        self.classes = list(bundle.classes)
+        self.version = bundle.version
+        self.thresholds = {c: side.threshold_for(c) for c in self.classes}
+        self._decision = self._rules(None)
+        self._detector = Detector(bundle, backend_name=backend, threads=threads)
+        self._lock = threading.Lock()  # the Detector's input buffer is reused between calls
+
+    def _rules(self, conf: float | None) -> Decision:
+        """The station's class-threshold rule, each threshold at most `conf` when given."""
+        lowered = {c: t if conf is None else min(t, conf) for c, t in self.thresholds.items()}
+        return build_decision(self.classes, 0.0, {}, lowered)
 
     def predict(self, image_bgr: np.ndarray, conf: float | None = None) -> list[dict[str, Any]]:
         """Detections as records {xyxy, confidence, class_id, class} in source-image pixels."""
-        sc = self.bundle.sidecar
+        decision = self._decision if conf is None else self._rules(conf)
         with self._lock:
-            batch, info = self._pre(image_bgr)
-            raw = self._backend.infer(batch)
-            dets = decode(raw[0], sc.output, len(self.classes), info,
-                          sc.conf_threshold if conf is None else conf, sc.iou_threshold, sc.output.max_det)
-        return dets.to_records(self.classes)
+            dets = self._detector.detect(image_bgr, conf=decision.confidence_floor)
+        return dets[decision.keep(dets, image_bgr.shape[:2])].to_records(self.classes)
 
     def close(self) -> None:
-        self._backend.close()
+        self._detector.close()

@@ -36,7 +36,7 @@ class QAConfig:
     exports: Path | None = None  # default <archive>/../qa-exports
     label_dirs: list[Path] = field(default_factory=list)
     shifts: Shifts = field(default_factory=Shifts)
-    suggest_conf: float = 0.1  # threshold for "suggest boxes": lower than the line's, to show candidates
+    suggest_conf: float | None = None  # None: the bundle's per-class thresholds; a number lowers them to it
     val_fraction: float = 0.0  # share of exported images (chosen by hash) that go to the increment's val split
 
 

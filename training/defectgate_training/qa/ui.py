@@ -142,8 +142,9 @@ def build_ui(svc: QAService, reviewer_default: str = "", login: bool = False) ->
         try:
             boxes = svc.suggest_for_part(ids[int(pos)])
             image = svc.item(ids[int(pos)]).image_rgb
-            return ({"image": image, "boxes": boxes},
-                    f"{len(boxes)} model suggestions at confidence >= {svc.cfg.suggest_conf}; edit them, then decide")
+            conf = svc.cfg.suggest_conf
+            at = "the line's thresholds" if conf is None else f"confidence >= {conf}"
+            return {"image": image, "boxes": boxes}, f"{len(boxes)} model suggestions at {at}; edit them, then decide"
         except DefectgateError as exc:
             return gr.skip(), _err(exc)
 
