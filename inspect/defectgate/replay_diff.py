@@ -23,6 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .staging import write_text_atomic
 from .types import Verdict
 
 CELLS = ("both_ng", "both_ok", "a_only_ng", "b_only_ng")
@@ -131,15 +132,9 @@ class DiffReport:
     def write(self) -> dict[str, Any]:
         """diff.json (byte-stable) and report.html next to the images; returns the summary."""
         data = self.summary()
-        _atomic_text(self.out / "diff.json", json.dumps(data, indent=2, sort_keys=True) + "\n")
-        _atomic_text(self.out / "report.html", render_html(data))
+        write_text_atomic(self.out / "diff.json", json.dumps(data, indent=2, sort_keys=True) + "\n")
+        write_text_atomic(self.out / "report.html", render_html(data))
         return data
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def render_html(d: dict[str, Any]) -> str:

@@ -17,9 +17,11 @@ import json
 import os
 from pathlib import Path
 
+from defectgate.staging import write_json_atomic
+
 from .evidence import CONFIDENCE, EvidenceError, judge
 from .evidence_sources import gate_split_source, reviewed_source
-from .registry import (GateDecision, RegistryError, _append_history, _locked, _set_current, _write_json, add_version,
+from .registry import (GateDecision, RegistryError, _append_history, _locked, _set_current, add_version,
                        candidate_version, comparison_table, current_version, open_registry)
 
 EVIDENCE_KINDS = ("shadow", "replay")
@@ -84,7 +86,7 @@ def promote_on_evidence(registry: str | Path, kind: str, archive: str | Path | N
             _append_history(root, {"event": "refused", **event, "reasons": reasons})
             return GateDecision(False, None, table, cand_m, cur_m, reasons, evidence)
         vdir = root / "versions" / cand_v
-        _write_json(vdir / "evidence.json", evidence)
+        write_json_atomic(vdir / "evidence.json", evidence)
         _stamp_bound(vdir, evidence)
         _set_current(root, cand_v)
         (root / "candidate").unlink()  # the shadow's job is done; its watcher goes idle
@@ -101,7 +103,7 @@ def _stamp_bound(vdir: Path, evidence: dict) -> None:
     side.setdefault("metrics", {})["escape_bound"] = {
         k: evidence[k] for k in ("statement", "candidate_upper", "confidence", "ng_parts", "candidate_escapes", "limit")}
     side["metrics"]["escape_bound"]["evidence"] = [s["name"] for s in evidence["sources"]]
-    _write_json(side_path, side)
+    write_json_atomic(side_path, side)
     os.utime(vdir)  # a watcher keyed on the folder sees a change even on coarse-mtime filesystems
 
 
