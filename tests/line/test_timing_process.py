@@ -72,13 +72,16 @@ def test_a_killed_timing_process_is_seen_restarted_and_its_unguaranteed_parts_re
     try:
         first_pid = sched.child_pid
         t0 = clock.now()
-        sched.arm(1, t0 - 0.2)  # due in ~0.1 s
+        # part 1 falls due 0.69 s from now: long after the kill below (a loaded CI machine may stall the
+        # test for a while, and a child still alive at the due time would rightly fire it), long before
+        # the restart, which waits for the pump
+        sched.arm(1, t0 + 0.4)
         sched.arm(2, t0 + 3.0)  # due in 3.3 s: the new child must take it over
         sched.arm(3, t0 - 0.2)
         sched.resolve(3, reject=False, now=clock.now())  # OK in time: nothing to guarantee
         os.kill(first_pid, signal.SIGKILL)
         assert wait_for(lambda: not sched.alive, 5.0)
-        time.sleep(0.15)  # part 1 falls due while no timing process is alive
+        clock.sleep_until(t0 + 0.8)  # part 1 falls due while no timing process is alive
         th = _pump(sched, reports, done)
         assert wait_for(lambda: sched.restarts == 1, 30.0)
         assert sched.child_pid != first_pid and sched.alive
