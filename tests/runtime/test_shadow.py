@@ -146,3 +146,52 @@ def test_a_candidate_that_crashes_mid_run_leaves_the_line_alone(models, tmp_path
     assert sh["parts"] == 5 and sh["failures"] == 25 and sh["parts_unjudged"] == 25
     assert "engine lost its device" in sh["last_error"]
     assert not built.alarm.raised, "no alarm unless shadow.alarm_on_failure"
+
+
+def test_the_candidate_pointer_is_followed_mid_shift_and_a_removed_one_leaves_the_shadow_idle(models, tmp_path):
+    pytest.importorskip("defectgate_training", reason="stages candidates with the registry ([train] extra)")
+    from defectgate_training import registry, rollout
+
+    live, cand = models
+    reg = tmp_path / "registry"
+    registry.open_registry(reg, create=True)
+    assert rollout.stage(cand, reg) == "v0001"
+    newer = _with_thresholds(cand, tmp_path / "newer", "x", 0.3, 0.1)
+    uri = "synthetic://conveyor?parts=30&seed=1&width=96&height=72"  # real time: 5 parts/s at 600 mm/s
+    cfg = station_cfg(live, tmp_path / "run", uri, DECISION, f"shadow.bundle={reg / 'candidate'}",
+                      "shadow.watch_s=0.05")
+    built = build_station(cfg)
+    seen = []
+
+    def on_verdict(v):
+        seen.append(v.part_id)
+        if len(seen) == 8:
+            rollout.stage(newer, reg)  # a new candidate staged mid-shift: v0002
+        if len(seen) == 20:
+            (reg / "candidate").unlink()  # promoted elsewhere: no candidate any more
+
+    built.station.on_verdict = on_verdict
+    stats = built.station.run()
+    built.close()
+    rows = _rows(built.archive.root, "SELECT part_id, model_version FROM shadow ORDER BY part_id")
+    versions = [v for _, v in rows]
+    assert versions == sorted(versions) and set(versions) == {"v0001", "v0002"}, "v0001, then v0002, never mixed back"
+    first_new = next(p for p, v in rows if v == "v0002")
+    assert 8 <= first_new <= 12 and rows[-1][0] < 24, "switched between parts, idle after the pointer went"
+    assert stats.shadow["loads"] == 2 and stats.shadow["parts"] + stats.shadow["parts_unjudged"] == 30
+    assert len(stats.verdicts) == 30
+
+
+def test_free_run_the_candidate_judges_each_tracked_part_once(models, tmp_path):
+    live, cand = models
+    uri = "synthetic://conveyor?mode=freerun&fps=30&parts=12&seed=2&width=160&height=96&realtime=0"
+    cfg = station_cfg(live, tmp_path / "run", uri, DECISION, "pipeline.overflow=block", "source.trigger=free_run",
+                      f"shadow.bundle={cand}", "shadow.lossless=true")
+    built = build_station(cfg)
+    stats = built.station.run()
+    built.close()
+    live_parts = sorted(v.part_id for v in stats.verdicts)
+    shadow_parts = [p for (p,) in _rows(built.archive.root, "SELECT part_id FROM shadow ORDER BY part_id")]
+    judged = [v.part_id for v in stats.verdicts if not v.failsafe]
+    assert shadow_parts == sorted(judged) and len(set(shadow_parts)) == len(shadow_parts)
+    assert stats.shadow["parts"] == len(judged) and len(live_parts) >= 10
