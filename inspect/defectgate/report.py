@@ -84,6 +84,12 @@ def format_report(r: dict) -> str:
                   f"{'shadow NG live only':<{width}}  {sh['live_only_ng']}",
                   f"{'shadow NG cand. only':<{width}}  {sh['shadow_only_ng']}",
                   f"{'shadow skipped':<{width}}  {sh['frames_skipped']} frames, {sh['parts_unjudged']} parts unjudged"]
+        t = sh.get("truth") or {}
+        if t.get("parts"):
+            lines.append(f"{'escapes live / cand.':<{width}}  {t['live_escapes']} / {t['shadow_escapes']} of "
+                         f"{t['ng_parts']} NG parts (compared parts, truth known)")
+            lines.append(f"{'overkills live / cand.':<{width}}  {t['live_overkills']} / {t['shadow_overkills']} of "
+                         f"{t['parts'] - t['ng_parts']} OK parts")
     return "\n".join(lines)
 
 

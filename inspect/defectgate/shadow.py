@@ -55,6 +55,9 @@ class ShadowStats:
     live_failsafe: int = 0  # live verdicts that were fail-safe, not a model's: not compared
     failures: int = 0  # frames the candidate failed to judge
     refused: int = 0  # candidate bundles refused (load error, other classes)
+    # where the source knows the truth (synthetic line, labelled replay): each model on the compared parts
+    truth: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("parts", "ng_parts", "live_escapes", "live_overkills", "shadow_escapes", "shadow_overkills"), 0))
     loads: int = 0
     versions: dict[str, int] = field(default_factory=dict)  # candidate version -> parts judged
     last_error: str = ""
@@ -66,7 +69,7 @@ class ShadowStats:
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("parts", "agree", "live_only_ng", "shadow_only_ng", "frames",
                                               "frames_skipped", "parts_unjudged", "live_failsafe", "failures",
-                                              "refused", "loads", "versions", "last_error", "agreement")}
+                                              "refused", "loads", "versions", "truth", "last_error", "agreement")}
 
 
 def _pointer_key(path: Path) -> tuple[str, str] | None:
@@ -260,6 +263,14 @@ class Shadow:
         st = self.stats
         st.parts += 1
         st.versions[verdict.model_version] = st.versions.get(verdict.model_version, 0) + 1
+        if live.truth_ng is not None:
+            t, ng = st.truth, live.truth_ng
+            t["parts"] += 1
+            t["ng_parts"] += ng
+            t["live_escapes"] += ng and not live.is_ng
+            t["live_overkills"] += (not ng) and live.is_ng
+            t["shadow_escapes"] += ng and not verdict.is_ng
+            t["shadow_overkills"] += (not ng) and verdict.is_ng
         if verdict.is_ng == live.is_ng:
             st.agree += 1
         elif live.is_ng:
