@@ -87,6 +87,19 @@ class ModelSection(_Section):
     watch_s: float = Field(0.0, ge=0)
 
 
+class ShadowSection(_Section):
+    """A candidate model judging the same parts as the live one, never actuating (shadow.py)."""
+    # a bundle folder, or a registry's `candidate` pointer (REGISTRY/candidate); None = no shadow
+    bundle: Path | None = None
+    backend: BackendName = BackendName.onnxruntime  # ORT: its threads inherit the shadow thread's lower priority
+    threads: int = Field(1, ge=1, description="the shadow's inference threads: one leaves the line its cores")
+    queue_frames: int = Field(8, ge=1, description="frames waiting for the shadow; beyond, frames are skipped, counted")
+    watch_s: float = Field(5.0, ge=0, description="poll the bundle or pointer for a new candidate; 0 = load once")
+    nice: int = Field(10, ge=0, le=19, description="how much lower than the line's the shadow thread's priority is")
+    alarm_on_failure: bool = False  # raise the station alarm when the shadow crashes or is refused
+    lossless: bool = False  # replay only: wait for the shadow instead of skipping frames (never on a live line)
+
+
 class DecisionSection(_Section):
     # per-class confidence thresholds by class name; missing classes use the bundle's thresholds
     thresholds: dict[str, float] = Field(default_factory=dict)
@@ -173,6 +186,7 @@ class StationConfig(_Section):
     station: StationSection = Field(default_factory=StationSection)
     source: SourceSection = Field(default_factory=SourceSection)
     model: ModelSection = Field(default_factory=ModelSection)
+    shadow: ShadowSection = Field(default_factory=ShadowSection)
     decision: DecisionSection = Field(default_factory=DecisionSection)
     conveyor: ConveyorSection = Field(default_factory=ConveyorSection)
     actuator: ActuatorSection = Field(default_factory=ActuatorSection)

@@ -85,15 +85,43 @@ class TriggeredParts:
 
 
 @dataclass
-class _Evidence:
-    """Free-run: what the frames of one tracked part said so far."""
+class PartEvidence:
+    """What the frames of one part said so far (free-run parts, and the shadow model's view of any part):
+    a defect in any judged frame makes the part NG; a part no frame of which could be judged is
+    unjudgeable (fail-safe NG)."""
 
-    track: Track
     judged: int = 0
     defects: set[str] = field(default_factory=set)
     failure: list[str] = field(default_factory=list)
     best: tuple[int, Frame | None, Detections] = (-1, None, Detections.empty())  # (n defects, frame, dets)
     model: Inspector | None = None  # the model that judged its latest frame
+
+    def add(self, frame: Frame, judgement: Judgement, dets: Detections) -> None:
+        """One frame's judgement; `dets` are its rule-kept defects that lie on this part."""
+        self.model = judgement.model
+        if judgement.failure:
+            self.failure.extend(r for r in judgement.failure if r not in self.failure)
+            return
+        self.judged += 1
+        if len(dets):
+            self.defects.update(judgement.model.reasons(dets))
+        if len(dets) > self.best[0] or self.best[1] is None:
+            self.best = (len(dets), frame, dets)
+
+    def conclude(self, fallback: Inspector) -> tuple[Judgement, Frame | None]:
+        """The part's judgement from all its frames, and the frame to show for it (None: no frame judged)."""
+        model = self.model or fallback
+        if self.judged == 0:
+            return Judgement(model, [], Detections.empty(), self.failure or ["unjudged"]), None
+        _, best_frame, best_dets = self.best
+        return Judgement(model, sorted(self.defects), best_dets, []), best_frame
+
+
+@dataclass
+class _Evidence(PartEvidence):
+    """Free-run: a tracked part's evidence and its track."""
+
+    track: Track | None = None
 
 
 class TrackedParts:
@@ -123,7 +151,7 @@ class TrackedParts:
         enc = frame.encoder_mm
         for track in update.new:
             with self._lock:
-                self._parts[track.id] = _Evidence(track)
+                self._parts[track.id] = _Evidence(track=track)
             self.scheduler.arm(track.id, frame.t_capture, offset_mm=track.centre() + travel, encoder_mm=enc)
         for track in update.refined:
             self.scheduler.retime(track.id, frame.t_capture, offset_mm=track.centre() + travel, encoder_mm=enc)
@@ -139,7 +167,7 @@ class TrackedParts:
             for track_id, _box in assignment.shown:
                 evidence = self._parts.get(track_id)
                 if evidence is not None:
-                    self._add(evidence, frame, judgement, per_part.get(track_id, Detections.empty()))
+                    evidence.add(frame, judgement, per_part.get(track_id, Detections.empty()))
         return self._finalize(frame.seq, judgement.model)
 
     def finish(self, model: Inspector) -> list[Finished]:
@@ -147,18 +175,6 @@ class TrackedParts:
         with self._lock:
             self._closing.extend(self.tracker.close_all(1 << 62))
         return self._finalize(1 << 62, model)
-
-    @staticmethod
-    def _add(evidence: _Evidence, frame: Frame, judgement: Judgement, dets: Detections) -> None:
-        evidence.model = judgement.model
-        if judgement.failure:
-            evidence.failure.extend(r for r in judgement.failure if r not in evidence.failure)
-            return
-        evidence.judged += 1
-        if len(dets):
-            evidence.defects.update(judgement.model.reasons(dets))
-        if len(dets) > evidence.best[0] or evidence.best[1] is None:
-            evidence.best = (len(dets), frame, dets)
 
     def _finalize(self, seq: int, fallback: Inspector) -> list[Finished]:
         """The parts whose track closed at or before frame `seq` (all their frames are judged by then)."""
@@ -168,16 +184,12 @@ class TrackedParts:
             found = [self._parts.pop(t.id, None) for t in ready]
         done = []
         for evidence in found:
-            if evidence is None:
+            if evidence is None or evidence.track is None:
                 continue
-            track, model = evidence.track, evidence.model or fallback
-            _, best_frame, best_dets = evidence.best
-            if evidence.judged == 0:  # every frame of the part was dropped or failed: reject it
-                judgement = Judgement(model, [], Detections.empty(), evidence.failure or ["unjudged"])
-                seq_shown = track.first_seq
-            else:
-                judgement = Judgement(model, sorted(evidence.defects), best_dets, [])
-                seq_shown = best_frame.seq if best_frame is not None else track.first_seq
+            track = evidence.track
+            # every frame of the part dropped or failed: conclude() makes it unjudgeable, so it is rejected
+            judgement, best_frame = evidence.conclude(fallback)
+            seq_shown = best_frame.seq if best_frame is not None else track.first_seq
             part = PartSeen(track.id, track.t_first, track.travel_first, seq_shown, track.truth_ng)
             done.append(Finished(part, judgement, best_frame.image if best_frame is not None else None))
         return done

@@ -111,7 +111,8 @@ class Station:
                  archive: Archive | None, clock: Clock, queue_size: int = 4, watchdog_s: float = 2.0,
                  max_parts: int | None = None, on_verdict: Callable[[Any], None] | None = None,
                  overflow: str = "drop_oldest", parts: PartAssigner | None = None,
-                 alarm: Any = None, telemetry: Any = None, capture_stall_s: float | None = None):
+                 alarm: Any = None, telemetry: Any = None, capture_stall_s: float | None = None,
+                 shadow: Any = None):
         self.models = ModelSlot(inspector)
         self.source, self.scheduler = source, scheduler
         self.parts: PartAssigner = parts if parts is not None else TriggeredParts(scheduler)
@@ -119,6 +120,7 @@ class Station:
         self.max_parts, self.watchdog_s, self.on_verdict = max_parts, watchdog_s, on_verdict
         self.block = str(getattr(overflow, "value", overflow)) == "block"
         self.alarm, self.telemetry, self.capture_stall_s = alarm, telemetry, capture_stall_s
+        self.shadow = shadow  # shadow.Shadow: a candidate judging the same frames, never actuating
         self.stats = RunStats()
         self.stop = threading.Event()
         self._frames: _Handoff[_Work] = _Handoff(queue_size, give_up=self.stop)
@@ -162,6 +164,8 @@ class Station:
                 with self._lock:
                     for part, truth in assignment.new:
                         self.stats.captured[part] = truth
+                if self.shadow is not None:  # returns at once: a busy shadow skips the frame
+                    self.shadow.frame(frame, assignment)
                 work = _Work(frame, self.models.take(), assignment)
                 try:
                     work.batch, work.info = work.inspector.prepare(frame.image)
@@ -244,6 +248,8 @@ class Station:
                 st.fold()
         if self.archive is not None:
             self.archive.submit(verdict, done.image)
+        if self.shadow is not None:
+            self.shadow.part_done(verdict)
         if self.telemetry is not None:
             self.telemetry.verdict(verdict, late=not on_time)
         if self.on_verdict is not None:
@@ -315,6 +321,8 @@ class Station:
         # long for a reject pulse. 0.5 ms bounds the timing thread's wait at a small cost elsewhere.
         switch = sys.getswitchinterval()
         sys.setswitchinterval(min(switch, GIL_SWITCH_S))
+        if self.shadow is not None:
+            self.shadow.start()
         for t in threads:
             t.start()
         watchdog.start()
@@ -327,6 +335,9 @@ class Station:
             for t in threads:
                 t.join(5.0)
         watchdog.stop()
+        if self.shadow is not None:  # the candidate finishes what it was given, then releases its engine
+            self.shadow.close()
+            self.stats.shadow = self.shadow.stats.to_dict()
         sys.setswitchinterval(switch)
         self.stats.missed_fires = max(self.stats.missed_fires, self.scheduler.missed_fires)
         self.stats.unassigned_defects = self.parts.unassigned_defects

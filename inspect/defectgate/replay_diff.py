@@ -85,6 +85,7 @@ class DiffReport:
         self.truth = {m: Counter(parts=0, ng_parts=0, escapes=0, overkills=0) for m in ("a", "b")}
         self.disagreements: list[dict[str, Any]] = []
         self.unreadable: list[dict[str, str]] = []
+        self.unjudged: list[dict[str, Any]] = []  # parts one of the models gave no verdict for
         (self.out / "disagreements").mkdir(parents=True, exist_ok=True)
 
     def add(self, part_id: int, name: str, image: np.ndarray | None, a: Verdict, b: Verdict) -> str:
@@ -117,6 +118,9 @@ class DiffReport:
     def add_unreadable(self, name: str, why: str) -> None:
         self.unreadable.append({"name": name, "why": why})
 
+    def add_unjudged(self, part_id: int, name: str, why: str) -> None:
+        self.unjudged.append({"part_id": int(part_id), "name": name, "why": why})
+
     def summary(self) -> dict[str, Any]:
         parts = sum(self.counts.values())
         return {
@@ -126,6 +130,7 @@ class DiffReport:
             "per_class": {c: dict(v) for c, v in self.per_class.items()},
             "truth": {m: dict(v) for m, v in self.truth.items()} if self.truth["a"]["parts"] else None,
             "unreadable": {"count": len(self.unreadable), "frames": self.unreadable},
+            "unjudged": {"count": len(self.unjudged), "parts": sorted(self.unjudged, key=lambda u: u["part_id"])},
             "disagreements": sorted(self.disagreements, key=lambda d: d["part_id"]),
         }
 
@@ -159,8 +164,59 @@ def render_html(d: dict[str, Any]) -> str:
 <style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse;margin:.5em 0}}td,th{{border:1px solid #aaa;
 padding:2px 8px}}figure{{display:inline-block;margin:4px}}img{{max-width:320px}}</style></head><body>
 <h1>Replay diff: A = {esc(m['a'])} (solid blue boxes), B = {esc(m['b'])} (dashed orange)</h1>
-<p>source {esc(d['source'])} · {d['parts']} parts · agreement {d['agreement']} · {d['unreadable']['count']} unreadable frames</p>
+<p>source {esc(d['source'])} · {d['parts']} parts · agreement {d['agreement']} · {d['unreadable']['count']} unreadable frames ·
+{d['unjudged']['count']} parts without both verdicts</p>
 <table>{rows}</table><h2>Per class</h2><table><tr><th>class</th>{''.join(f'<th>{k}</th>' for k in CELLS)}</tr>
 {per_class}</table>{truth}<h2>Disagreements ({len(d['disagreements'])})</h2>{cards}
 <h2>Unreadable frames</h2><ul>{unread or '<li>none</li>'}</ul></body></html>
 """
+
+
+def replay_models(cfg: Any, out: str | Path) -> dict[str, Any]:
+    """Run the station on a recording with model A live (simulated ejector) and model B in lossless shadow,
+    then write the part-level diff from the archive rows the run wrote (the parts are A's, the shadow
+    rows B's), so the diff and the archive agree by construction. Returns the diff summary."""
+    import contextlib
+    import sqlite3
+
+    from .report import line_report
+    from .station import build_station
+    from .types import Detections, Outcome
+
+    built = build_station(cfg)
+    station = built.station
+    stats = station.run()
+    report = line_report(stats, station.inspector.backend.name, station.inspector.version, built.alarm, station.source)
+    if built.archive is not None:
+        built.archive.end_run(report)
+    a_version, classes = station.inspector.version, list(station.inspector.classes)
+    built.close()
+    archive = built.archive.root  # type: ignore[union-attr]
+    b_version = next(iter(stats.shadow["versions"]), "") if stats.shadow else ""
+    source = station.source
+    names = list(getattr(source, "names", []))
+    diff = DiffReport(out, classes, a_version, b_version or str(cfg.shadow.bundle), cfg.source.uri.split("?")[0])
+    for name, why in getattr(source, "unreadable", []):
+        diff.add_unreadable(name, why)
+
+    def verdict(part_id, outcome, reasons, dets, truth, failsafe=0):
+        return Verdict(part_id=part_id, outcome=Outcome(outcome), reasons=json.loads(reasons),
+                       detections=Detections.from_records(json.loads(dets)), failsafe=bool(failsafe),
+                       truth_ng=None if truth is None else bool(truth))
+
+    with contextlib.closing(sqlite3.connect(f"file:{archive / 'parts.sqlite'}?mode=ro", uri=True)) as conn:
+        rows = conn.execute(
+            "SELECT p.part_id, p.verdict, p.reasons, p.detections, p.truth_ng, p.failsafe, p.image_path, s.verdict, "
+            "s.reasons, s.detections, s.image_path FROM parts p LEFT JOIN shadow s ON s.run_id = p.run_id AND "
+            "s.part_id = p.part_id WHERE p.run_id = ? ORDER BY p.part_id", (built.run_id,)).fetchall()
+    for part, av, ar, ad, truth, fs, a_img, bv, br, bd, b_img in rows:
+        name = names[part] if 0 <= part < len(names) else f"part {part}"
+        if bv is None:  # A could not judge it (fail-safe) or B could not: listed, never dropped silently
+            diff.add_unjudged(part, name, "model A could not judge it (fail-safe)" if fs else "model B gave no verdict")
+            continue
+        a, b = verdict(part, av, ar, ad, truth, fs), verdict(part, bv, br, bd, truth)
+        image = None
+        if a.is_ng != b.is_ng and (a_img or b_img):
+            image = cv2.imread(str(archive / (a_img or b_img)), cv2.IMREAD_COLOR)
+        diff.add(part, name, image, a, b)
+    return diff.write()

@@ -53,6 +53,7 @@ def line_report(stats: RunStats, backend: str = "", model_version: str = "", ala
         "wall_s": round(wall, 2),
         "backend": backend,
         "model_version": model_version,
+        "shadow": stats.shadow,
     }
 
 
@@ -74,6 +75,21 @@ def format_report(r: dict) -> str:
     if r["ng_truth"]:
         caught = r["ng_truth"] - r["escapes"]
         lines.append(f"{'caught':<{width}}  {caught}/{r['ng_truth']} NG parts ({100 * caught / r['ng_truth']:.1f}%)")
+    sh = r.get("shadow")
+    if sh:  # what the candidate in shadow mode would have done on the same parts
+        versions = ", ".join(f"{v} ({n} parts)" for v, n in sh["versions"].items()) or "none loaded"
+        lines += [f"{'shadow candidate':<{width}}  {versions}",
+                  f"{'shadow agreement':<{width}}  {sh['agree']}/{sh['parts']} parts"
+                  + (f" ({100 * sh['agreement']:.1f}%)" if sh["agreement"] is not None else ""),
+                  f"{'shadow NG live only':<{width}}  {sh['live_only_ng']}",
+                  f"{'shadow NG cand. only':<{width}}  {sh['shadow_only_ng']}",
+                  f"{'shadow skipped':<{width}}  {sh['frames_skipped']} frames, {sh['parts_unjudged']} parts unjudged"]
+        t = sh.get("truth") or {}
+        if t.get("parts"):
+            lines.append(f"{'escapes live / cand.':<{width}}  {t['live_escapes']} / {t['shadow_escapes']} of "
+                         f"{t['ng_parts']} NG parts (compared parts, truth known)")
+            lines.append(f"{'overkills live / cand.':<{width}}  {t['live_overkills']} / {t['shadow_overkills']} of "
+                         f"{t['parts'] - t['ng_parts']} OK parts")
     return "\n".join(lines)
 
 

@@ -32,6 +32,7 @@ class RunStats:
     missed_fires: int = 0
     unassigned_defects: int = 0  # free-run: detections on no located part
     swaps: int = 0
+    shadow: dict | None = None  # shadow.ShadowStats of the run, when a candidate judged in shadow mode
     t_start: float = 0.0
     t_end: float = 0.0
 

@@ -28,7 +28,9 @@ from .tracking import PartLocator, Tracker
 log = logging.getLogger(__name__)
 
 
-def build_inspector(cfg: StationConfig, clock: Clock, bundle: Bundle | None = None) -> Inspector:
+def build_inspector(cfg: StationConfig, clock: Clock, bundle: Bundle | None = None, shadow: bool = False) -> Inspector:
+    """The live model (or, `shadow`, a candidate: the shadow section's backend and threads, one buffer),
+    judging with the station's decision rules over the bundle's own thresholds."""
     if bundle is None:
         from .hotswap import resolve_bundle_path
 
@@ -39,10 +41,14 @@ def build_inspector(cfg: StationConfig, clock: Clock, bundle: Bundle | None = No
                               cfg.decision.roi, cfg.decision.min_area_px, cfg.decision.ignore_classes)
     # decode down to the lowest threshold any class uses; the decision rules apply the per-class ones.
     # One input buffer per frame that can be in flight between capture and inference (see Station).
-    detector = Detector(bundle, backend_name=cfg.model.backend.value, threads=cfg.model.threads,
-                        compute_precision=cfg.model.compute_precision, conf_floor=decision.confidence_floor,
-                        pool=cfg.pipeline.queue_size + 8)
-    log.info("model %s on %s", bundle.version, detector.backend.name)
+    if shadow:
+        detector = Detector(bundle, backend_name=cfg.shadow.backend.value, threads=cfg.shadow.threads,
+                            conf_floor=decision.confidence_floor)
+    else:
+        detector = Detector(bundle, backend_name=cfg.model.backend.value, threads=cfg.model.threads,
+                            compute_precision=cfg.model.compute_precision, conf_floor=decision.confidence_floor,
+                            pool=cfg.pipeline.queue_size + 8)
+    log.info("%s %s on %s", "shadow candidate" if shadow else "model", bundle.version, detector.backend.name)
     return Inspector(detector, decision, clock)
 
 
@@ -97,10 +103,16 @@ def build_station(cfg: StationConfig, clock: Clock | None = None, source: Any = 
         from .telemetry import Telemetry
 
         telemetry = Telemetry(cfg.station.name, cfg.telemetry, inspector.version, inspector.bundle.classes)
+    shadow = None
+    if cfg.shadow.bundle is not None:
+        from .shadow import Shadow
+
+        shadow = Shadow(cfg.shadow, lambda b: build_inspector(cfg, clock, b, shadow=True),
+                        lambda: station.inspector.classes, clock, archive, telemetry, alarm)
     station = Station(inspector, source, scheduler, actuator, archive, clock, cfg.pipeline.queue_size,
                       cfg.pipeline.watchdog_s, cfg.pipeline.max_parts, overflow=cfg.pipeline.overflow,
                       parts=parts, alarm=alarm, telemetry=telemetry,
-                      capture_stall_s=cfg.source.capture_stall_s)
+                      capture_stall_s=cfg.source.capture_stall_s, shadow=shadow)
     if telemetry is not None:
         telemetry.attach(station)
     watcher = None

@@ -8,9 +8,11 @@ Prometheus metrics (all prefixed `defectgate_`): parts_total{verdict}, rejects_t
 escapes_total / overkills_total (when ground truth is known: synthetic or labelled replay),
 stage_seconds{stage} histograms (preprocess, inference, decide, total = capture to verdict),
 frames_dropped_total, missed_deadlines_total, fires_total{result}, model_info{version}, alarm
-(1 while any alarm condition is active), archive_images_dropped.
+(1 while any alarm condition is active), archive_images_dropped, and in shadow mode
+shadow_parts_total{comparison: agree | live_only_ng | shadow_only_ng} and shadow_frames_skipped.
 
-MQTT topics under `<mqtt_topic>/<station>/`: `verdict` (one JSON per part, QoS 0), `health` (JSON
+MQTT topics under `<mqtt_topic>/<station>/`: `verdict` (one JSON per part, QoS 0), `shadow` (the
+candidate's verdict per part beside the live one, shadow mode only), `health` (JSON
 every health_interval_s, QoS 1), `status` (`online` / `offline`, retained; `offline` is the
 broker-side last will, so subscribers see a station that died without saying goodbye)."""
 
@@ -66,6 +68,12 @@ class Telemetry:
         self._version = model_version
         alarm = prom.Gauge("defectgate_alarm", "1 while any alarm condition is active", registry=reg)
         alarm.set_function(lambda: float(bool(self._station and self._station.alarm and self._station.alarm.on)))
+        self.shadow_parts = prom.Counter("defectgate_shadow_parts", "parts the shadow candidate judged, by how its "
+                                         "verdict compares with the live one", ["comparison"], registry=reg)
+        skipped = prom.Gauge("defectgate_shadow_frames_skipped", "frames the shadow candidate had no time for",
+                             registry=reg)
+        skipped.set_function(lambda: float(self._station.shadow.stats.frames_skipped)
+                             if self._station is not None and self._station.shadow is not None else 0.0)
         arch = prom.Gauge("defectgate_archive_images_dropped", "images the archive could not keep", registry=reg)
         arch.set_function(lambda: float(self._station.archive.stats.images_dropped)
                           if self._station is not None and self._station.archive is not None else 0.0)
@@ -82,6 +90,7 @@ class Telemetry:
         mqtt = require("paho.mqtt.client", "station", "MQTT telemetry")
         base = f"{self.cfg.mqtt_topic}/{self.station_name}"
         self.topic_verdict, self.topic_health, self.topic_status = f"{base}/verdict", f"{base}/health", f"{base}/status"
+        self.topic_shadow = f"{base}/shadow"
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"defectgate-{self.station_name}")
         client.max_queued_messages_set(1000)
         client.will_set(self.topic_status, "offline", qos=1, retain=True)
@@ -146,6 +155,18 @@ class Telemetry:
                 "station": self.station_name, "part_id": v.part_id, "verdict": v.outcome.value,
                 "reasons": v.reasons, "failsafe": v.failsafe, "latency_ms": round(v.latency_ms, 2),
                 "model_version": v.model_version, "detections": v.detections.to_records(),
+            })
+
+    def shadow_verdict(self, shadow: Verdict, live: Verdict) -> None:
+        """A candidate's verdict in shadow mode beside the live one (it never actuates)."""
+        comparison = "agree" if shadow.is_ng == live.is_ng else ("live_only_ng" if live.is_ng else "shadow_only_ng")
+        if self._prom:
+            self.shadow_parts.labels(comparison).inc()
+        if self._mqtt is not None:
+            self._publish(self.topic_shadow, {
+                "station": self.station_name, "part_id": shadow.part_id, "verdict": shadow.outcome.value,
+                "live_verdict": live.outcome.value, "comparison": comparison, "reasons": shadow.reasons,
+                "model_version": shadow.model_version, "live_model_version": live.model_version,
             })
 
     def stage_times(self, t_capture: float, t_prepared: float, t_inferred: float, t_decided: float) -> None:

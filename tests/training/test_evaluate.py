@@ -28,9 +28,10 @@ def test_perfect_detections_give_map_one_and_no_escapes():
     # 101-point interpolation ends at (recall 1, precision 0): a perfect class scores 0.995, as in ultralytics
     assert box["map50"] == pytest.approx(0.995, abs=1e-3) and box["map50_95"] == pytest.approx(0.995, abs=1e-3)
     rates = ev.part_rates(ev.part_scores(results, 2), np.array([True, True, False]), np.array([0.5, 0.5]))
-    assert {k: v for k, v in rates.items() if not k.endswith("_ci95")} == {
+    assert {k: v for k, v in rates.items() if not k.endswith(("_ci95", "_upper95"))} == {
         "parts": 3, "ng_parts": 2, "ok_parts": 1, "escapes": 0, "overkills": 0, "escape_rate": 0.0, "overkill_rate": 0.0}
     assert rates["escape_rate_ci95"][0] == 0.0 and rates["escape_rate_ci95"][1] > 0.5  # 0 of 2 proves little
+    assert rates["escape_rate_upper95"] == pytest.approx(1 - 0.05 ** 0.5, abs=1e-4)  # 0 of 2: escape <= 78 %
 
 
 def test_rates_carry_a_95_percent_interval_that_narrows_with_more_parts():
@@ -182,3 +183,37 @@ def test_calibration_spends_the_escape_budget_at_the_part_level():
     # and no class is calibrated blind: each alone still catches at least half of its defects
     for c, n in enumerate(names):
         assert (scores[ng, c] >= t[n]).mean() >= 0.5
+
+
+def test_thresholds_calibrated_on_one_split_are_reported_on_another(bundle, synth_data, tmp_path):
+    """`--calib-data`: thresholds fitted on other parts than those the rates are reported on (make retrain
+    calibrates on `data halves`' calib.yaml and reports on gate.yaml). The calibration set here holds only
+    good parts (the images without their labels), so its thresholds stay at the model's own (0.7, no
+    defect to fit), while fitting on the reported split itself moves them."""
+    import json
+    import shutil
+
+    import yaml
+
+    from defectgate_training.datayaml import load_data_yaml, split_images
+
+    model = tmp_path / "model"
+    shutil.copytree(bundle.bundle, model)
+    side = json.loads((model / "model.json").read_text())
+    side["class_thresholds"] = {c: 0.7 for c in side["classes"]}
+    (model / "model.json").write_text(json.dumps(side))
+    ok_only = tmp_path / "ok_only"
+    (ok_only / "images" / "val").mkdir(parents=True)
+    for img in split_images(load_data_yaml(synth_data), "val"):
+        shutil.copy(img, ok_only / "images" / "val" / img.name)  # no label files: every part is OK
+    names = load_data_yaml(synth_data).names
+    (ok_only / "data.yaml").write_text(yaml.safe_dump({"path": str(ok_only), "val": "images/val",
+                                                       "names": dict(enumerate(names))}))
+    kw = dict(target_escape=0.0, backend="onnxruntime")
+    on_other = ev.evaluate_model(model, synth_data, "val", calib_data=ok_only / "data.yaml", **kw)
+    on_itself = ev.evaluate_model(model, synth_data, "val", **kw)
+    assert on_other["thresholds"] == {c: 0.7 for c in names}, "fitted on the calibration set"
+    assert on_itself["thresholds"] != on_other["thresholds"]
+    assert on_other["calibrated_on"] == f"{ok_only / 'data.yaml'}:val"
+    assert on_itself["calibrated_on"].endswith("(the reported split itself)")
+    assert on_other["parts"]["parts"] == on_itself["parts"]["parts"], "the rates are the reported split's"

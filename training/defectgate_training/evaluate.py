@@ -11,10 +11,13 @@ Numbers:
 - part level: an image is a part, NG when it has any ground-truth box. A part is rejected when any
   detection passes its class threshold. escape rate = NG parts not rejected / NG parts; overkill
   rate = OK parts rejected / OK parts (null when the split has no OK parts), each with its 95 %
-  Wilson interval: on a few hundred parts a rate is uncertain by several points.
-- calibration: per-class thresholds so that on this split at most `target_escape` of the NG parts
-  escape the station (any class firing rejects a part), each as high as that allows to keep overkill
-  low, and each class still catching at least half of its own defects (see `calibrate`).
+  Wilson interval: on a few hundred parts a rate is uncertain by several points; and the escape
+  rate's one-sided 95 % upper bound (Clopper-Pearson, evidence.py): "escape <= X at 95 % confidence".
+- calibration: per-class thresholds so that at most `target_escape` of the NG parts escape the
+  station (any class firing rejects a part), each as high as that allows to keep overkill low, and
+  each class still catching at least half of its own defects (see `calibrate`); fitted on
+  `calib_data` when given (`defectgate data halves`: other parts than those reported on), else on the
+  reported split itself, which then meets the target by construction.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from defectgate.postprocess import pairwise_iou
 from defectgate.types import Detections
 
 from .datayaml import label_path_for, load_data_yaml, read_labels, split_images
+from .evidence import clopper_pearson_upper
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +223,9 @@ def part_rates(scores: np.ndarray, ng: np.ndarray, thresholds: np.ndarray) -> di
     return {"parts": len(ng), "ng_parts": n_ng, "ok_parts": n_ok, "escapes": escapes, "overkills": overkills,
             "escape_rate": round(escapes / n_ng, 4) if n_ng else None,
             "overkill_rate": round(overkills / n_ok, 4) if n_ok else None,
-            "escape_rate_ci95": wilson_interval(escapes, n_ng), "overkill_rate_ci95": wilson_interval(overkills, n_ok)}
+            "escape_rate_ci95": wilson_interval(escapes, n_ng), "overkill_rate_ci95": wilson_interval(overkills, n_ok),
+            # what a plant can be sure of: "escape <= X at 95 % confidence" (evidence.py, Clopper-Pearson)
+            "escape_rate_upper95": round(clopper_pearson_upper(escapes, n_ng), 4) if n_ng else None}
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> list[float] | None:
@@ -309,13 +315,20 @@ def confusion(results: list[ImageResult], nc: int, thresholds: np.ndarray, iou: 
 # ---------------------------------------------------------------- top level
 def evaluate_model(model: str | Path, data: str | Path, split: str = "val", target_escape: float | None = 0.02,
                    backend: str = "auto", plots_dir: str | Path | None = None, imgsz: int | None = None,
-                   limit: int | None = None, head: str = "auto", tta: str | None = None) -> dict:
+                   limit: int | None = None, head: str = "auto", tta: str | None = None,
+                   calib_data: str | Path | None = None, calib_split: str = "val") -> dict:
     """Evaluate `model` on `data`'s `split`. With `target_escape`, per-class thresholds are calibrated
-    on this split and the part-level rates are reported at them; without, at the model's own
-    thresholds (a bundle's sidecar)."""
+    to it and the part-level rates are reported at them: on `calib_data`'s `calib_split` when given
+    (thresholds fitted on other parts than those reported on: what the line will see), else on this
+    split itself (which meets the target by construction). Without, at the model's own thresholds."""
     detector, runs_on = open_detector(model, backend, imgsz, head, tta)
     try:
         results, names = collect(detector, data, split, limit)
+        calib_results = results
+        if calib_data is not None and target_escape is not None:
+            calib_results, calib_names = collect(detector, calib_data, calib_split, limit)
+            if calib_names != names:
+                raise BundleError(f"{calib_data}: classes {calib_names} differ from {data}'s {names}")
         own = {c: detector.sidecar.threshold_for(c) for c in detector.classes}
     finally:
         detector.close()
@@ -323,7 +336,7 @@ def evaluate_model(model: str | Path, data: str | Path, split: str = "val", targ
     ng = np.array([len(r.gt_cls) > 0 for r in results])
     scores = part_scores(results, nc)
     default = float(np.median(list(own.values()))) if own else 0.25
-    thresholds = calibrate(results, names, target_escape, default) if target_escape is not None else own
+    thresholds = calibrate(calib_results, names, target_escape, default) if target_escape is not None else own
     t_vec = np.array([thresholds[n] for n in names], np.float32)
     box, curves = box_metrics(results, names, thresholds)
     at_own = part_rates(scores, ng, np.array([own[n] for n in names], np.float32))
@@ -333,6 +346,8 @@ def evaluate_model(model: str | Path, data: str | Path, split: str = "val", targ
         "map50": box["map50"], "map50_95": box["map50_95"],
         "escape_rate": at_op["escape_rate"], "overkill_rate": at_op["overkill_rate"],
         "thresholds": thresholds, "target_escape_rate": target_escape,
+        "calibrated_on": None if target_escape is None else (
+            f"{calib_data}:{calib_split}" if calib_data is not None else f"{data}:{split} (the reported split itself)"),
         "parts": at_op, "default_threshold": {"thresholds": own, **at_own},
         "per_class": box["per_class"],
     }

@@ -26,6 +26,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--data", default=None, help="dataset yaml for ultralytics' INT8 calibration")
     p.add_argument("--out", default="runs/bench", help="work folder (frames, cached exports)")
     p.add_argument("--soak-minutes", type=float, default=0.0, help="also replay this long and report the RSS slope")
+    p.add_argument("--shadow", default=None, metavar="BUNDLE",
+                   help="instead: the line with and without this candidate in shadow mode (live latency, fire error)")
+    p.add_argument("--line-rate", type=float, default=20.0, help="with --shadow: parts per second (default 20)")
     args = p.parse_args(argv)
     if args.frames < 10:
         raise ConfigError(f"--frames {args.frames}: use at least 10 (the first 5 are warm-up)")
@@ -34,9 +37,13 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"--weights {weights}: file not found (the .pt the bundle was exported from)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = run(Path(args.model), args.frames, args.backend, args.threads, args.rounds, weights, args.data, out,
-                 args.soak_minutes)
-    print(table(result))
+    if args.shadow:
+        result, text = _shadow(args, out)
+    else:
+        result = run(Path(args.model), args.frames, args.backend, args.threads, args.rounds, weights, args.data, out,
+                     args.soak_minutes)
+        text = table(result)
+    print(text)
     if args.json_out:
         dst = Path(args.json_out)
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -45,3 +52,17 @@ def main(argv: list[str]) -> int:
         tmp.replace(dst)
         print(f"json: {dst}")
     return 0
+
+
+def _shadow(args, out: Path) -> tuple[dict, str]:
+    from ..bench import make_frames
+    from ..bench_shadow import run_shadow, table_shadow
+
+    if not (Path(args.shadow) / "model.json").is_file():
+        raise ConfigError(f"--shadow {args.shadow}: not a bundle folder (no model.json)")
+    if args.line_rate <= 0:
+        raise ConfigError(f"--line-rate {args.line_rate}: parts per second must be above 0")
+    frames = make_frames(out / "frames", min(args.frames, 50))
+    result = run_shadow(Path(args.model), Path(args.shadow), frames, args.backend, args.threads, args.rounds,
+                        args.line_rate, args.frames)
+    return result, table_shadow(result)

@@ -9,7 +9,10 @@ rate (folders: `fps`, default 10); `fps=N`; `loop=N` replays the set N times (so
 A folder replay carries ground truth when YOLO label files sit next to the images (`a.png` +
 `a.txt`) or in a sibling `labels/` folder: a non-empty label file means NG.
 
-Unreadable or corrupt images and undecodable video frames are counted in `corrupt` and skipped."""
+`recursive=1` takes the images below the folder too (a station archive's `images/YYYYMMDD/`).
+
+Unreadable or corrupt images and undecodable video frames are counted in `corrupt`, named in
+`unreadable` (name, why) and skipped; `names[seq]` is the file (or video frame) each frame came from."""
 
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ def _truth_for(image: Path) -> dict | None:
 class FileSource:
     def __init__(self, cfg: SourceSection, clock: Clock):
         self.uri = cfg.uri
-        q = query(cfg.uri, {"speed", "fps", "loop"})
+        q = query(cfg.uri, {"speed", "fps", "loop", "recursive"})
         self.path = file_path(cfg.uri)
         speed = q.get("speed", "max")
         if speed not in ("recorded", "max"):
@@ -52,6 +55,8 @@ class FileSource:
         self.clock = clock
         self.exhausted = False
         self.corrupt = 0
+        self.unreadable: list[tuple[str, str]] = []  # (file or frame, why): what a replay must report
+        self.names: list[str] = []  # names[seq]: where frame seq of the first pass came from
         self.frames_read = 0
         self._seq = 0
         self._loop = 0
@@ -62,7 +67,7 @@ class FileSource:
         if not self.path.exists():
             raise SourceError(f"{cfg.uri}: {self.path} does not exist")
         if self.path.is_dir():
-            self._images = list_images(self.path, recursive=False)
+            self._images = list_images(self.path, recursive=q.get("recursive", "0") in ("1", "true", "yes"))
             if not self._images:
                 raise SourceError(f"{cfg.uri}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {self.path}")
             self.fps = number(cfg.uri, q, "fps", 10.0, float, low=1e-3)
@@ -122,9 +127,12 @@ class FileSource:
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if image is None or image.size == 0:
                 self.corrupt += 1
+                self.unreadable.append((str(path.relative_to(self.path) if self.kind == "folder" else path.name),
+                                        "unreadable or corrupt image"))
                 log.warning("%s: unreadable image %s skipped", self.uri, path.name)
                 continue
-            return self._frame(image, part_id=self._seq, truth=self._truth.get(path), name=path.name)
+            name = str(path.relative_to(self.path)) if self.kind == "folder" else path.name
+            return self._frame(image, part_id=self._seq, truth=self._truth.get(path), name=name)
 
     def _read_video(self) -> Frame | None:
         assert self._video is not None
@@ -140,6 +148,7 @@ class FileSource:
                 continue
             if image is None or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 self.corrupt += 1
+                self.unreadable.append((f"frame after {self._seq}", "undecodable video frame"))
                 continue
             return self._frame(image, part_id=None, truth=None, name=f"frame{self._seq}")
 
@@ -148,6 +157,8 @@ class FileSource:
                       source=f"{self.uri}#{name}")
         self._seq += 1
         self.frames_read += 1
+        if self._loop == 0:  # the first pass names every frame; a soak's later loops repeat it (memory stays flat)
+            self.names.append(name)
         return frame
 
     def close(self) -> None:

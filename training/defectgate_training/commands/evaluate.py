@@ -21,6 +21,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--target-escape", type=float, default=0.02,
                    help="calibrate per-class thresholds to this escape rate on the split (default 0.02)")
     p.add_argument("--no-calibrate", action="store_true", help="report at the model's own thresholds")
+    p.add_argument("--calib-data", help="calibrate the thresholds on this dataset yaml's --calib-split instead of on "
+                                        "the reported split (e.g. a `defectgate data halves` calib.yaml)")
+    p.add_argument("--calib-split", default="val", help="split of --calib-data to calibrate on (default val)")
     p.add_argument("--backend", default="auto", help="bundle backend: auto, onnxruntime, openvino, tensorrt, ...")
     p.add_argument("--imgsz", type=int, help="input size for a .pt (default: its training size)")
     p.add_argument("--head", choices=HEADS, default="auto",
@@ -37,7 +40,7 @@ def main(argv: list[str]) -> int:
     from ..evaluate import evaluate_model
 
     r = evaluate_model(a.model, a.data, a.split, None if a.no_calibrate else a.target_escape, a.backend, a.plots, a.imgsz,
-                       head=a.head, tta=a.tta)
+                       head=a.head, tta=a.tta, calib_data=a.calib_data, calib_split=a.calib_split)
     print(f"{r['runs_on']} on {r['split']} ({r['images']} images)")
     print(f"mAP50 {r['map50']:.4f}  mAP50-95 {r['map50_95']:.4f}")
     print(f"{'class':<18}{'boxes':>7}{'AP50':>8}{'AP50-95':>9}{'P':>7}{'R':>7}{'thr':>7}")
@@ -54,6 +57,9 @@ def main(argv: list[str]) -> int:
     print(f"parts {pr['parts']} (NG {pr['ng_parts']}, OK {pr['ok_parts']}): "
           f"escape rate {fmt(pr['escape_rate'], pr['escape_rate_ci95'])} ({pr['escapes']} NG passed), "
           f"overkill rate {fmt(pr['overkill_rate'], pr['overkill_rate_ci95'])} ({pr['overkills']} OK rejected)")
+    if pr["escape_rate_upper95"] is not None:
+        print(f"escape <= {100 * pr['escape_rate_upper95']:.2f} % at 95 % confidence (one-sided Clopper-Pearson, "
+              f"{pr['ng_parts']} NG parts); thresholds calibrated on {r['calibrated_on'] or 'none (own)'}")
     if a.json:
         write_json_atomic(a.json, r)
         print(f"wrote {a.json}")
