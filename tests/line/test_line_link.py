@@ -222,10 +222,13 @@ def test_station_fires_with_a_confirm_sensor_that_never_fires_stops_the_line():
 
 def test_station_fires_confirmed_rejects_through_the_sims_sensor():
     sim = PlcSimulator(port=free_port(), pitch_mm=None, confirm_delay_ms=40).start()
+    # the sensor answers 40 ms after the pulse; the window is wide (a loaded CI machine may delay the sim's
+    # scan or the link's poll by a few hundred ms) and the pulses further apart than it, so each
+    # confirmation can only belong to its own reject
     link = LineLink.from_config(_confirm_cfg(sim, confirm={"enabled": True, "window_min_ms": 10,
-                                                           "window_max_ms": 150}), MonotonicClock()).start()
+                                                           "window_max_ms": 600}), MonotonicClock()).start()
     try:
-        _fire_and_watch(sim, link, 2, 0.25)
+        _fire_and_watch(sim, link, 2, 0.7)
         assert [e.part_id for e in link.events() if e.kind is EventKind.reject_confirmed] == [0, 1]
         assert link.snapshot().counts["rejects_unconfirmed"] == 0
     finally:
