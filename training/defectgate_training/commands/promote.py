@@ -59,19 +59,19 @@ def main(argv: list[str]) -> int:
                               "instead of naming it here")
         d = rollout.promote_on_evidence(a.registry, a.evidence, a.archive, a.reviews, a.data, a.split,
                                         a.escape_limit, a.confidence, a.overkill_tolerance, a.backend, a.force)
-        print(d.table)
-        if d.promoted:
-            print(f"PROMOTED candidate {d.version} on {a.evidence} evidence; {a.registry}/current -> versions/{d.version}")
-            return 0
-        print("REFUSED: " + "; ".join(d.reasons))
-        return 1
+        return _outcome(d, f"candidate {d.version} on {a.evidence} evidence", a.registry)
     if not a.candidate or not a.data:
         raise ConfigError("promote needs a candidate bundle folder and --data (the gate set), or --rollback / --status")
     reg.check_bundle_path(a.candidate)
     d = reg.promote(a.candidate, a.registry, a.data, a.split, a.escape_tolerance, a.overkill_tolerance, a.backend, a.force)
+    return _outcome(d, f"{a.candidate} as {d.version}", a.registry)
+
+
+def _outcome(d, what: str, registry: str) -> int:
+    """Print the gate's table and its decision; exit 0 when promoted, 1 when refused."""
     print(d.table)
     if d.promoted:
-        print(f"PROMOTED {a.candidate} as {d.version}; {a.registry}/current -> versions/{d.version}")
+        print(f"PROMOTED {what}; {registry}/current -> versions/{d.version}")
         return 0
     print("REFUSED: " + "; ".join(d.reasons))
     return 1
