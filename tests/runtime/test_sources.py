@@ -50,6 +50,22 @@ def test_folder_replay_skips_and_counts_corrupt_images(tmp_path):
     assert [f.part_id for f in frames] == [0, 1, 2, 3]
     assert frames[0].truth == {"ng": False} and frames[3].truth == {"ng": True} and frames[1].truth is None
     assert int(frames[2].image[0, 0, 0]) == 40  # order by name, img_01b skipped
+    assert src.unreadable == [("img_01b.png", "unreadable or corrupt image")], "named, for the replay's report"
+    assert src.names == ["img_00.png", "img_01.png", "img_02.png", "img_03.png"]
+
+
+def test_folder_replay_of_a_yolo_split_finds_truth_where_ultralytics_does_and_reads_below_on_request(tmp_path):
+    ds = tmp_path / "ds"
+    folder = _images(ds / "images" / "val", 3)
+    (ds / "labels" / "val").mkdir(parents=True)
+    (ds / "labels" / "val" / "img_01.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+    (ds / "labels" / "val" / "img_02.txt").write_text("")
+    frames = _drain(_open(f"file://{folder}"))
+    assert [f.truth for f in frames] == [None, {"ng": True}, {"ng": False}]
+    nested = _drain(_open(f"file://{ds / 'images'}?recursive=1"))  # e.g. a station archive's images/YYYYMMDD/
+    assert len(nested) == 3 and nested[1].truth == {"ng": True} and nested[1].source.endswith("#val/img_01.png")
+    with pytest.raises(SourceError, match="no images"):
+        _open(f"file://{ds / 'images'}")  # not recursive: the folder itself holds no image
 
 
 def test_recorded_speed_paces_frames_on_the_clock_and_loops(tmp_path):

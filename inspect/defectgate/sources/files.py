@@ -7,7 +7,8 @@
 Parameters: `speed=recorded|max` (default max) — recorded paces frames at the video's own frame
 rate (folders: `fps`, default 10); `fps=N`; `loop=N` replays the set N times (soak tests).
 A folder replay carries ground truth when YOLO label files sit next to the images (`a.png` +
-`a.txt`) or in a sibling `labels/` folder: a non-empty label file means NG.
+`a.txt`), where ultralytics looks for them (`images/val/a.png` -> `labels/val/a.txt`), or in a
+sibling `labels/` folder: a non-empty label file means NG.
 
 `recursive=1` takes the images below the folder too (a station archive's `images/YYYYMMDD/`).
 
@@ -17,6 +18,7 @@ Unreadable or corrupt images and undecodable video frames are counted in `corrup
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import cv2
@@ -34,8 +36,18 @@ log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm"}
 
 
+def _yolo_label(image: Path) -> Path:
+    """ultralytics' rule: the last `/images/` of the path becomes `/labels/` (images/val/a.png -> labels/val/a.txt)."""
+    s = str(image)
+    sep_img, sep_lbl = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    if sep_img in s:
+        head, tail = s.rsplit(sep_img, 1)
+        s = head + sep_lbl + tail
+    return Path(s).with_suffix(".txt")
+
+
 def _truth_for(image: Path) -> dict | None:
-    for label in (image.with_suffix(".txt"), image.parent.parent / "labels" / (image.stem + ".txt")):
+    for label in (image.with_suffix(".txt"), _yolo_label(image), image.parent.parent / "labels" / (image.stem + ".txt")):
         if label.is_file():
             lines = [ln for ln in label.read_text().splitlines() if ln.strip()]
             return {"ng": bool(lines)}
