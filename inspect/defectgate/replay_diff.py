@@ -2,7 +2,8 @@
 `defectgate replay --models A B`.
 
 Per part the two verdicts fall in one of four cells (both NG, both OK, only A NG, only B NG), in total
-and per defect class (a class counts for a model on a part when that model's verdict names it). Every
+and per defect class (per class, "NG" means the model's verdict names that class; each class's cells
+sum to the parts). Every
 part where they disagree is drawn once with both models' boxes (A solid blue, B dashed orange) into
 `disagreements/`, and listed in `diff.json` and `report.html`. Frames that could not be read are
 counted and named, never dropped silently. Where the recording carries truth (label files beside the
@@ -93,7 +94,7 @@ class DiffReport:
         where = cell(a.is_ng, b.is_ng)
         self.counts[where] += 1
         names_a, names_b = _classes_named(a, self.classes), _classes_named(b, self.classes)
-        for c in names_a | names_b:
+        for c in self.classes:  # every part falls in one cell per class: each class's cells sum to the parts
             self.per_class[c][cell(c in names_a, c in names_b)] += 1
         truth = a.truth_ng if a.truth_ng is not None else b.truth_ng
         if truth is not None:

@@ -60,6 +60,8 @@ def test_replay_two_models_writes_a_stable_diff_the_archive_agrees_with(tiny_bun
         pairs = conn.execute("SELECT p.verdict, s.verdict FROM parts p JOIN shadow s USING (run_id, part_id)").fetchall()
     cells = {"both_ng": ("NG", "NG"), "both_ok": ("OK", "OK"), "a_only_ng": ("NG", "OK"), "b_only_ng": ("OK", "NG")}
     assert {c: pairs.count(v) for c, v in cells.items()} == d["counts"]
+    assert all(sum(v.values()) == 16 for v in d["per_class"].values()), "each class: every part in one cell"
+    assert sum(v["b_only_ng"] for v in d["per_class"].values()) >= d["counts"]["b_only_ng"]
     # truth from the label files: each model's escapes and overkills
     ng = sum(bool((recording / f"part_{i:03d}.txt").read_text()) for i in range(16))
     assert d["truth"]["a"]["ng_parts"] == d["truth"]["b"]["ng_parts"] == ng
