@@ -88,6 +88,8 @@ class DiffReport:
         self.unreadable: list[dict[str, str]] = []
         self.unjudged: list[dict[str, Any]] = []  # parts one of the models gave no verdict for
         (self.out / "disagreements").mkdir(parents=True, exist_ok=True)
+        for old in (self.out / "disagreements").glob("*.jpg"):  # a replay into the same folder starts clean
+            old.unlink()
 
     def add(self, part_id: int, name: str, image: np.ndarray | None, a: Verdict, b: Verdict) -> str:
         """Count one part; draw and list it when the models disagree. Returns its cell."""

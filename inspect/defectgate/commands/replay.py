@@ -58,6 +58,9 @@ def main(argv: list[str]) -> int:
     return run_station(load_config(args.config, overrides), args.json)
 
 
+REPLAY_DEADLINE_S = 5.0  # capture to ejector in `replay --models`: a run ends this long after its last frame
+
+
 def _diff(args, source: str) -> int:
     from ..replay_diff import CELLS, replay_models
 
@@ -68,7 +71,11 @@ def _diff(args, source: str) -> int:
             raise ConfigError(f"--models: {m} is not a bundle folder (no model.json)")
     sep = "&" if "?" in source else "?"
     out = args.out.absolute()
+    # the diff compares judgements, so no part may miss its decision deadline because the machine was
+    # busy (a late OK becomes a fail-safe NG on a line): the ejector sits REPLAY_DEADLINE_S down the belt
+    speed = load_config(args.config, args.overrides).conveyor.belt_speed_mm_s
     cfg = load_config(args.config, args.overrides + [
+        f"conveyor.camera_to_ejector_mm={speed * REPLAY_DEADLINE_S}",
         f"source.uri={source}{sep}speed=max", f"model.bundle={args.models[0].absolute()}", "model.watch_s=0",
         f"shadow.bundle={args.models[1].absolute()}", "shadow.lossless=true", "shadow.watch_s=0",
         "pipeline.overflow=block", "actuator.kind=simulated", "actuator.options={}", "alarm.kind=simulated",
