@@ -111,7 +111,8 @@ class Station:
                  archive: Archive | None, clock: Clock, queue_size: int = 4, watchdog_s: float = 2.0,
                  max_parts: int | None = None, on_verdict: Callable[[Any], None] | None = None,
                  overflow: str = "drop_oldest", parts: PartAssigner | None = None,
-                 alarm: Any = None, telemetry: Any = None, capture_stall_s: float | None = None):
+                 alarm: Any = None, telemetry: Any = None, capture_stall_s: float | None = None,
+                 line: Any = None):
         self.models = ModelSlot(inspector)
         self.source, self.scheduler = source, scheduler
         self.parts: PartAssigner = parts if parts is not None else TriggeredParts(scheduler)
@@ -120,6 +121,8 @@ class Station:
         self.block = str(getattr(overflow, "value", overflow)) == "block"
         self.alarm, self.telemetry, self.capture_stall_s = alarm, telemetry, capture_stall_s
         self.stats = RunStats()
+        self.line = line  # line/station_link.StationLine (issue #23): hooks at capture, verdict, fire, end
+        self.stats.line = line.stats if line is not None else None
         self.stop = threading.Event()
         self._frames: _Handoff[_Work] = _Handoff(queue_size, give_up=self.stop)
         self._outputs: _Handoff[_Work] = _Handoff(2)
@@ -162,6 +165,8 @@ class Station:
                 with self._lock:
                     for part, truth in assignment.new:
                         self.stats.captured[part] = truth
+                if self.line is not None:
+                    self.line.captured([part for part, _ in assignment.new], frame)
                 work = _Work(frame, self.models.take(), assignment)
                 try:
                     work.batch, work.info = work.inspector.prepare(frame.image)
@@ -244,6 +249,8 @@ class Station:
                 st.fold()
         if self.archive is not None:
             self.archive.submit(verdict, done.image)
+        if self.line is not None:
+            self.line.verdict(verdict)
         if self.telemetry is not None:
             self.telemetry.verdict(verdict, late=not on_time)
         if self.on_verdict is not None:
@@ -270,25 +277,32 @@ class Station:
             for cmd in fire:
                 self._fire(cmd)
             for cmd in missed:  # too late: the pulse would hit the next part; count and alarm
-                self.stats.missed_fires += 1
-                log.error("fire window missed for part %s", cmd.part_id)
-                if self.alarm is not None:
-                    self.alarm.raise_("fire_window_missed", f"part {cmd.part_id}")
-                if self.archive is not None:
-                    self.archive.record_fire(cmd.part_id, cmd.fire_at, None, "fire window missed")
+                self._record_missed(cmd, "fire window missed")
+
+    def _record_missed(self, cmd, reason: str) -> None:
+        self.stats.missed_fires += 1
+        log.error("%s for part %s", reason, cmd.part_id)
+        if self.alarm is not None:
+            self.alarm.raise_("fire_window_missed", f"part {cmd.part_id}: {reason}")
+        if self.archive is not None:
+            self.archive.record_fire(cmd.part_id, cmd.fire_at, None, reason)
 
     def _fire(self, cmd) -> None:
         t = self.clock.now()
         try:
             self.actuator.fire(cmd.pulse_s)
-            fired: float | None = t
-            error = None
         except ActuatorError as exc:
-            fired, error = None, str(exc)
+            self._record_fire(cmd, None, str(exc))
+        else:
+            self._record_fire(cmd, t, None)
+
+    def _record_fire(self, cmd, fired: float | None, error: str | None) -> None:
+        """The bookkeeping of one pulse, fired here or by the timing process (line.timing.process)."""
+        if fired is None:
             self.stats.actuator_failures += 1
-            log.error("ejector failed for part %s: %s", cmd.part_id, exc)
+            log.error("ejector failed for part %s: %s", cmd.part_id, error)
             if self.alarm is not None:
-                self.alarm.raise_("ejector_failed", str(exc))
+                self.alarm.raise_("ejector_failed", str(error))
         if fired is not None and self.alarm is not None:
             self.alarm.clear("ejector_failed")
             self.alarm.clear("fire_window_missed")
@@ -300,6 +314,14 @@ class Station:
             self.telemetry.fired(cmd, fired, error)
         if self.archive is not None:
             self.archive.record_fire(cmd.part_id, cmd.fire_at, fired, error)
+        if fired is not None and self.line is not None:
+            self.line.fired(cmd.part_id, fired)
+
+    def _timing_target(self) -> Callable[[], None]:
+        """The timing thread's loop: the station's own, or the line's (timing process, plc_tracks)."""
+        line = self.line
+        loop = line and line.timing_loop(self.scheduler, self._decide_done, self._record_fire, self._record_missed)
+        return loop or self._timing
 
     def run(self) -> RunStats:
         from .watchdog import Watchdog
@@ -309,7 +331,7 @@ class Station:
         threads = [threading.Thread(target=self._capture, name="capture", daemon=True),
                    threading.Thread(target=self._infer, name="inference", daemon=True),
                    threading.Thread(target=self._decide, name="decide", daemon=True),
-                   threading.Thread(target=self._timing, name="timing", daemon=True)]
+                   threading.Thread(target=self._timing_target(), name="timing", daemon=True)]
         watchdog = Watchdog(self, self.alarm, self.watchdog_s, self.capture_stall_s)
         # A thread waiting for the GIL waits up to the switch interval (5 ms by default): far too
         # long for a reject pulse. 0.5 ms bounds the timing thread's wait at a small cost elsewhere.
@@ -331,4 +353,6 @@ class Station:
         self.stats.missed_fires = max(self.stats.missed_fires, self.scheduler.missed_fires)
         self.stats.unassigned_defects = self.parts.unassigned_defects
         self.stats.t_end = self.clock.now()
+        if self.line is not None:
+            self.line.finish()  # the last acks, confirm windows and PLC counts (after t_end: not in the fps)
         return self.stats

@@ -6,6 +6,7 @@
     link.reject_fired(part_id, t_fired)                                          # timing thread
     for ev in link.events(): ...   # per-part outcomes for the archive and the report
     link.snapshot()                # health and counters (report, telemetry)
+    link.flush(timeout_s)          # end of a run: wait until every result is acked or timed out
     link.close()                   # reports every result still waiting as undelivered
 
 Every call returns at once: the PLC is only ever talked to from the link's own service thread,
@@ -19,6 +20,7 @@ import collections
 import itertools
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -34,6 +36,9 @@ from .transport import BlockTransport, LinkError
 from .worker import LinkWorker
 
 log = logging.getLogger(__name__)
+
+ACQ_MEMORY = 10_000  # parts between capture and verdict the link remembers the acquisition ID of
+PLC_RUN_COUNTERS = ("ejected", "ejected_failsafe", "confirmed", "unconfirmed")  # 16-bit, wrapping
 
 # event -> (alarm condition, raise?) ; the alarm clears on the paired event
 ALARMS = {
@@ -59,6 +64,7 @@ class LineHealth:
     inputs: dict[str, bool] = field(default_factory=dict)
     plc: dict[str, int] = field(default_factory=dict)  # the PLC's own counters from the block
     line_stop: bool = False
+    plc_run: dict[str, int] = field(default_factory=dict)  # those counters since the link's first read
 
 
 def open_transport(cfg: LineSection) -> BlockTransport | None:
@@ -96,7 +102,9 @@ class LineLink:
         self.confirm = ConfirmMonitor(c.window_min_ms / 1000, c.window_max_ms / 1000, c.stop_after) \
             if inputs is not None else None
         self._events: collections.deque[LineEvent] = collections.deque(maxlen=100_000)
-        self._acq: dict[int, int] = {}  # part id -> acquisition id, until its verdict
+        # part id -> acquisition id, until its verdict; bounded: a part whose frame was dropped never
+        # gets one (the PLC rejects it for lack of a result), and its entry must not stay forever
+        self._acq: collections.OrderedDict[int, int] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -165,6 +173,8 @@ class LineLink:
         acq = (part_id if acquisition_id is None else acquisition_id) & U32
         with self._lock:
             self._acq[part_id] = acq
+            if len(self._acq) > ACQ_MEMORY:
+                self._acq.popitem(last=False)
             self.counts["parts_captured"] += 1
         return acq
 
@@ -191,6 +201,30 @@ class LineLink:
         if self.confirm is not None and self.cfg.confirm.enabled:
             self.confirm.expect(part_id, t)
 
+    def flush(self, timeout_s: float) -> bool:
+        """End of a run: wait until no result waits for an ack and no fired reject for its confirm
+        sensor (each ends in an event: acked, timed out, confirmed or unconfirmed), at most
+        `timeout_s`. True when nothing was left waiting."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            idle = (self.handshake is None or self.handshake.pending == 0) and \
+                (self.confirm is None or self.confirm.pending == 0)
+            if idle or time.monotonic() >= deadline:
+                if self.handshake is not None:  # the last outcomes, before the service thread's next cycle
+                    self._take(self.handshake.events())
+                if self.confirm is not None:  # the input poller hands its last events over after its read
+                    time.sleep(2 * self.cfg.inputs.poll_ms / 1000)
+                return idle
+            time.sleep(0.005)
+
+    def flush_timeout_s(self) -> float:
+        """How long `flush` may need: an ack timeout, or a confirm window, plus a few cycles."""
+        rb, c = self.cfg.result_block, self.cfg.confirm
+        need = rb.ack_timeout_ms + 3 * rb.cycle_ms if self.handshake is not None else 0.0
+        if self.confirm is not None:
+            need = max(need, c.window_max_ms + 3 * self.cfg.inputs.poll_ms)
+        return need / 1000 + 0.05
+
     def events(self) -> list[LineEvent]:
         with self._lock:
             out = list(self._events)
@@ -215,9 +249,11 @@ class LineLink:
                           unconfirmed_in_row=c.in_row, confirm_spurious=c.spurious)
         plc = {} if hs is None else {k: getattr(hs.plc, k) for k in ("ejected", "ejected_failsafe", "confirmed",
                                                                       "unconfirmed", "last_ejected_id")}
+        first = hs.plc_first if hs is not None else None
+        run = {} if first is None else {k: (getattr(hs.plc, k) - getattr(first, k)) & 0xFFFF for k in PLC_RUN_COUNTERS}
         return LineHealth(self.worker.link_up if self.worker else None, hs.plc_alive if hs else None,
                           self.state.name.capitalize(), hs.pending if hs else 0,
-                          counts, c.state if c else {}, plc, bool(c and c.line_stop))
+                          counts, c.state if c else {}, plc, bool(c and c.line_stop), run)
 
     # ---- the link's own threads ----
     def _service(self) -> None:

@@ -124,6 +124,10 @@ class PlcProgram:
         self.plc.last_ejected_id = part.acquisition_id
         self._confirm_windows.append((part.acquisition_id, now))
 
+    @property
+    def open_confirm_windows(self) -> int:
+        return len(self._confirm_windows)
+
     def summary(self) -> dict:
         rej = [d for d in self.decisions if d.rejected]
         return {"parts": len(self.decisions), "ejected": len(rej), "ejected_failsafe": sum(d.failsafe for d in rej),
