@@ -61,6 +61,7 @@ def test_the_plcs_triggers_drive_the_station_and_its_rejects_reconcile_part_by_p
     ng = {r["part_id"] for r in rows if r["verdict"] == "NG"}
     ejected = {a for a, rejected, _ in summary["decisions"] if rejected}
     assert ejected == ng and 0 < len(ng) < parts, "the PLC ejected exactly the station's NG parts"
+    assert report["rejected"] == len(ng) and stats.fired.keys() == ng, "the report's rejects are the PLC's"
     assert summary["ejected_failsafe"] == 0 and summary["results_orphaned"] == 0
     line = report["line"]
     assert line["results_delivered"] == parts and line["results_undelivered"] == {} and line["not_judged_by_plc"] == 0
@@ -79,6 +80,7 @@ def test_plc_unreachable_from_the_start_every_part_is_archived_and_counted_not_j
     assert {e["detail"] for e in undelivered} == {"ack_timeout"}
     assert report["line"]["results_undelivered"] == {"ack_timeout": parts}
     assert report["line"]["not_judged_by_plc"] == parts and report["line"]["results_delivered"] == 0
+    assert report["rejected"] == parts, "none of them reached the PLC: it rejects them all"
     assert {"plc_link_lost", "result_ack_timeout"} <= set(built.alarm.raised)
 
 

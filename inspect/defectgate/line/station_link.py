@@ -115,7 +115,17 @@ class StationLine:
             if len(self._was_ok) > 10_000:
                 self._was_ok.popitem(last=False)
         self.link.verdict_ready(verdict)
+        if verdict.is_ng:
+            self._rejected(verdict.part_id, verdict.t_decided)
         self.drain()
+
+    def _rejected(self, part_id: int, t: float) -> None:
+        """plc_tracks: the PLC will reject this part (an NG result, or none it could use); the station's
+        books (RunStats.fired: the report's rejected / escapes / overkills) say so, as they would for a
+        pulse the station fired itself."""
+        stats = self.station.stats if self.plc_tracks and self.station is not None else None
+        if stats is not None and part_id in stats.captured:
+            stats.fired.setdefault(part_id, t)
 
     def fired(self, part_id: int, t: float) -> None:
         """Timing thread: a reject went out; its confirm sensor is now expected."""
@@ -155,6 +165,8 @@ class StationLine:
         with self._lock:
             self.stats.take(events, self._was_ok)
             for ev in events:
+                if ev.kind is EventKind.undelivered and self._was_ok.get(ev.part_id):  # type: ignore[arg-type]
+                    self._rejected(ev.part_id, ev.t)  # type: ignore[arg-type]
                 if ev.kind in (EventKind.delivered, EventKind.undelivered):
                     self._was_ok.pop(ev.part_id, None)  # type: ignore[arg-type]
             if self.scheduler is not None:
@@ -175,6 +187,10 @@ class StationLine:
                 log.warning("line: results or confirmations still waiting at the end of the run")
             self._plc_counters()
         self.drain()
+        if self.plc_tracks and self.station is not None:  # captured, never judged: no result, the PLC rejects it
+            stats = self.station.stats
+            for part in [p for p in stats.captured if p not in stats.judged]:
+                self._rejected(part, self.clock.now())
 
     def _plc_counters(self) -> None:
         snap = self.link.snapshot()

@@ -113,7 +113,7 @@ def format_line(r: dict) -> list[tuple[str, object]]:
         rec = r["reconcile"]
         if rec["plc_ejected"] is not None:
             verdict = "reconciled" if rec["reconciled"] else "DOES NOT RECONCILE"
-            rows += [("PLC ejected (no result)", f"{rec['plc_ejected']} ({rec['plc_ejected_failsafe']})"),
+            rows += [("PLC ejected (for lack of a result)", f"{rec['plc_ejected']} ({rec['plc_ejected_failsafe']})"),
                      ("PLC ejected vs station", f"{rec['plc_ejected']} vs {rec['ng_verdicts']} NG + "
                       f"{rec['undelivered_ok']} undelivered OK + {rec['unjudged']} unjudged = {rec['expected']}: "
                       f"{verdict}")]
