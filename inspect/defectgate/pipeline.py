@@ -318,9 +318,9 @@ class Station:
             self.line.fired(cmd.part_id, fired)
 
     def _timing_target(self) -> Callable[[], None]:
-        """The timing thread's loop: the station's own, or the line's (timing process, plc_tracks)."""
+        """The timing thread's loop, the station's own or the line's; tells the line the run starts."""
         line = self.line
-        loop = line and line.timing_loop(self.scheduler, self._decide_done, self._record_fire, self._record_missed)
+        loop = line and line.starting(self.scheduler, self._decide_done, self._record_fire, self._record_missed)
         return loop or self._timing
 
     def run(self) -> RunStats:

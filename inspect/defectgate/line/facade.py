@@ -107,6 +107,7 @@ class LineLink:
         self._acq: collections.OrderedDict[int, int] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._running = threading.Event()  # run_started(): the station takes parts
         self._threads: list[threading.Thread] = []
         self.counts = collections.Counter()
         self._ticks = itertools.count()
@@ -138,8 +139,6 @@ class LineLink:
         if self.opcua is not None:
             self.opcua.start()
             self.opcua.set_state(StationState.INITIALIZED)
-        if self.worker is None:
-            self._set_state(StationState.READY)
         self._spawn(self._service, "line-service")
         if self.inputs is not None:
             self._spawn(self._poll_inputs, "line-inputs")
@@ -165,6 +164,13 @@ class LineLink:
                     log.warning("closing %s: %s", type(obj).__name__, exc)
 
     # ---- the station's calls (never block) ----
+    def run_started(self) -> None:
+        """The station's threads run: the link may now say Ready, which a PLC may use as the line's
+        start interlock (ST `VisionReady`); before, a part triggered would find no one to take it."""
+        self._running.set()
+        if self.worker is None:
+            self._set_state(StationState.READY)
+
     def part_captured(self, part_id: int, acquisition_id: int | None = None, t: float | None = None) -> int:
         """The acquisition ID the part's result will carry: the one given (a trigger that carries
         it), else the oldest unclaimed trigger ID read from the PLC, else the part id."""
@@ -269,7 +275,7 @@ class LineLink:
                     self._raise("plc_link_lost", self.worker.last_error)
                 elif self.alarm is not None:
                     self.alarm.clear("plc_link_lost")
-                if self.state is StationState.INITIALIZED and self.worker.link_up:
+                if self.state is StationState.INITIALIZED and self.worker.link_up and self._running.is_set():
                     self._set_state(StationState.READY)
                 elif self.state is StationState.ERROR and self._healthy():
                     self._set_state(StationState.EXECUTING)

@@ -83,7 +83,7 @@ class Handshake:
         self.plc_alive = False
         self._trigger_count: int | None = None
         self.counts = dict.fromkeys(("submitted", "delivered", "fifo_full", "ack_timeouts", "trigger_overruns",
-                                     "triggers"), 0)
+                                     "triggers", "triggers_lost"), 0)
 
     # ---- the station's side ----
     def submit(self, result: PartResult) -> bool:
@@ -198,8 +198,10 @@ class Handshake:
             return
         self.counts["triggers"] += new
         if new > 1:  # IDs of the triggers between two reads are gone: the PLC sees the error bit
+            self.counts["triggers_lost"] += new - 1
             self._overrun(now, f"{new - 1} trigger IDs between two reads")
         if len(self._triggers) == self._triggers.maxlen:
+            self.counts["triggers_lost"] += 1
             self._overrun(now, f"trigger {self._triggers[0]} never claimed by a captured part")
         self._triggers.append(plc.trigger_acq_id)
         self._trigger_came.notify_all()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
-from .block import PlcBits, PlcBlock, ResultCode, StationBits, decode_station, encode_plc
+from .block import PlcBits, PlcBlock, ResultCode, StationBits, StationState, decode_station, encode_plc
 
 REJECT_CODES = {ResultCode.NG, ResultCode.NG_FAILSAFE, ResultCode.NOT_JUDGED}
 
@@ -53,6 +53,7 @@ class PlcProgram:
     orphaned: int = 0
     overflowed: int = 0
     ejector_on: bool = False
+    vision_ready: bool = False  # the station's state word says Ready or Executing (the start interlock)
     _ejector_off_at: float = 0.0
     _last_seq: int = 0
     _confirm_windows: collections.deque = field(default_factory=collections.deque)  # (acq, t_fired)
@@ -93,6 +94,7 @@ class PlcProgram:
             self.plc.ack_seq = st.result_seq
         if st.status & StationBits.LINE_STOP:
             self.plc.plc_status |= PlcBits.LINE_STOPPED
+        self.vision_ready = st.state in (StationState.READY, StationState.EXECUTING)
         while self.register and encoder_ticks >= self.register[0].eject_at_ticks:  # step 2
             self._decide(self.register.popleft(), now)
         if self.ejector_on and now >= self._ejector_off_at:  # step 3

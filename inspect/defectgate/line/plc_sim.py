@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 ENCODER_REGISTER = 40
 CONFIRM_PULSE_S = 0.02
 DI = {"reject_confirm": 0, "bin_full": 1, "air_low": 2, "line_running": 3}
-READY_STATES = (2, 3)  # block word 1: Ready, Executing
 
 
 class PlcSimulator:
@@ -97,11 +96,11 @@ class PlcSimulator:
                 self.program.trigger(int(self._next_trigger_mm * self.ticks_per_mm))
                 self.triggered += 1
                 self._next_trigger_mm += self.pitch_mm
-            station_words = self.server.read(self.base, STATION_WORDS)
-            if self.wait_for_station and not self.running and station_words[1] in READY_STATES:
-                self.running = True  # the vision system is ready: start the belt
+            station_words, coils = self.server.transact([(self.base, STATION_WORDS, 3), (0, 2, 1)])
+            if self.wait_for_station and not self.running and self.program.vision_ready:
+                self.running = True  # the start interlock (the last scan saw the station Ready): belt on
                 log.info("plc-sim: station ready, belt running")
-            command, _ = self.server.read(0, 2, fc=1)
+            command = coils[0]
             ejected_before = self.program.plc.ejected
             sensor = any(t <= now < t + CONFIRM_PULSE_S for t in self._sensor_pulses)
             self.program.set_inputs(self.running, self.bin_full, self.air_low)
@@ -117,10 +116,9 @@ class PlcSimulator:
             self._sensor_pulses = [t for t in self._sensor_pulses if now < t + CONFIRM_PULSE_S]
             levels = [sensor, self.bin_full, self.air_low, self.running]
             ticks = int(self._ticks) & 0xFFFFFFFF
-        self.server.write(self.base + STATION_WORDS, plc_words)
-        self.server.write(ENCODER_REGISTER, [ticks & 0xFFFF, ticks >> 16])
-        self.server.write(1, [self.program.ejector_on], fc=1)
-        self.server.write(0, levels, fc=2)
+        self.server.transact(writes=[(self.base + STATION_WORDS, plc_words, 3),
+                                     (ENCODER_REGISTER, [ticks & 0xFFFF, ticks >> 16], 3),
+                                     (1, [self.program.ejector_on], 1), (0, levels, 2)])
         self.scans += 1
 
     def _run(self) -> None:

@@ -132,9 +132,12 @@ class StationLine:
         if self.link is not None:
             self.link.reject_fired(part_id, t)
 
-    def timing_loop(self, scheduler: Any, done: threading.Event, on_fired: OnFired,
-                    on_missed: OnMissed) -> Callable[[], None] | None:
-        """What the station's timing thread runs instead of its own loop, or None for its own."""
+    def starting(self, scheduler: Any, done: threading.Event, on_fired: OnFired,
+                 on_missed: OnMissed) -> Callable[[], None] | None:
+        """The run starts (the station's threads are about to): the link may tell the PLC it is Ready.
+        Returns what the station's timing thread runs instead of its own loop, or None for its own."""
+        if self.link is not None:
+            self.link.run_started()
         if self.scheduler is not None:
             return lambda: self.scheduler.pump(on_fired, on_missed, until=done.is_set, on_died=self._timing_died)
         if self.plc_tracks:
@@ -181,7 +184,9 @@ class StationLine:
         PLC's ejector, wait for the last acks and confirm windows, then take the final counts."""
         if self.link is not None:
             if self.plc_tracks and self._last_capture is not None:
-                wait = self._last_capture + self.travel_s + 0.05 - self.clock.now()
+                # to the PLC's ejector, and its confirm window (the PLC confirms its own rejects)
+                wait = self._last_capture + self.travel_s + self.cfg.confirm.window_max_ms / 1000 + 0.05 \
+                    - self.clock.now()
                 time.sleep(min(max(0.0, wait), 5.0))  # bounded: a stopped belt must not hold the report
             if not self.link.flush(self.link.flush_timeout_s()):
                 log.warning("line: results or confirmations still waiting at the end of the run")
@@ -196,6 +201,7 @@ class StationLine:
         snap = self.link.snapshot()
         with self._lock:
             self.stats.link_up = snap.link_up
+            self.stats.triggers_lost = snap.counts.get("results_triggers_lost", 0)
             # the PLC's counters are current only while the link is up (else the report says n/a)
             self.stats.plc = dict(snap.plc_run) if snap.link_up else {}
 

@@ -40,6 +40,7 @@ class LineStats:
     rejects_unconfirmed: int = 0
     unconfirmed_parts: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1000))
     trigger_overruns: int = 0
+    triggers_lost: int = 0  # PLC triggers whose ID no captured part got (line.trigger plc: never acquired)
     line_stops: int = 0
     plc_stale: int = 0
     timing_restarts: int = 0
@@ -76,17 +77,20 @@ class LineStats:
                 self.plc_stale += 1
 
     def reconcile(self, verdict_ng: int, unjudged: int) -> dict:
-        """plc_tracks: the parts the PLC must have ejected by the station's books, against its count."""
-        expected = verdict_ng + self.undelivered_ok + unjudged
+        """plc_tracks: the parts the PLC must have ejected by the station's books, against its count
+        (with line.trigger plc a lost trigger ID is a part the station never took: the PLC rejects it)."""
+        lost = self.triggers_lost if self.trigger == "plc" else 0
+        expected = verdict_ng + self.undelivered_ok + unjudged + lost
         return {"plc_ejected": self.plc.get("ejected"), "plc_ejected_failsafe": self.plc.get("ejected_failsafe"),
                 "ng_verdicts": verdict_ng, "undelivered_ok": self.undelivered_ok, "unjudged": unjudged,
-                "expected": expected, "reconciled": self.plc.get("ejected") == expected}
+                "triggers_lost": lost, "expected": expected, "reconciled": self.plc.get("ejected") == expected}
 
     def report(self, verdict_ng: int, unjudged: int) -> dict:
         out = {"mode": self.mode, "trigger": self.trigger, "results_delivered": self.results_delivered,
                "results_undelivered": dict(self.undelivered), "rejects_confirmed": self.rejects_confirmed,
                "rejects_unconfirmed": self.rejects_unconfirmed, "unconfirmed_parts": list(self.unconfirmed_parts),
-               "trigger_overruns": self.trigger_overruns, "line_stops": self.line_stops, "plc_stale": self.plc_stale,
+               "trigger_overruns": self.trigger_overruns, "triggers_lost": self.triggers_lost,
+               "line_stops": self.line_stops, "plc_stale": self.plc_stale,
                "plc": dict(self.plc)}
         if self.mode == "plc_tracks":
             # every undelivered result's part is one the PLC rejects as not judged
@@ -113,16 +117,20 @@ def format_line(r: dict) -> list[tuple[str, object]]:
         rec = r["reconcile"]
         if rec["plc_ejected"] is not None:
             verdict = "reconciled" if rec["reconciled"] else "DOES NOT RECONCILE"
+            lost = f" + {rec['triggers_lost']} triggers lost" if rec["triggers_lost"] else ""
             rows += [("PLC ejected (for lack of a result)", f"{rec['plc_ejected']} ({rec['plc_ejected_failsafe']})"),
                      ("PLC ejected vs station", f"{rec['plc_ejected']} vs {rec['ng_verdicts']} NG + "
-                      f"{rec['undelivered_ok']} undelivered OK + {rec['unjudged']} unjudged = {rec['expected']}: "
-                      f"{verdict}")]
+                      f"{rec['undelivered_ok']} undelivered OK + {rec['unjudged']} unjudged{lost} = "
+                      f"{rec['expected']}: {verdict}")]
     else:
         rows += [("reject timing", r["timing"])]
         if r["timing"] == "process":
             rows += [("timing restarts / pulses unguaranteed", f"{r['timing_restarts']} / {r['pulses_unguaranteed']}")]
-    rows += [("rejects confirmed / unconfirmed", f"{r['rejects_confirmed']} / {r['rejects_unconfirmed']}"),
-             ("trigger overruns", r["trigger_overruns"])]
+    if r["mode"] == "plc_tracks" and "confirmed" in r["plc"]:  # the PLC confirms its own rejects (words 24, 25)
+        rows += [("PLC rejects confirmed / unconfirmed", f"{r['plc']['confirmed']} / {r['plc']['unconfirmed']}")]
+    if r["mode"] != "plc_tracks" or r["rejects_confirmed"] or r["rejects_unconfirmed"]:  # the station's sensor
+        rows += [("rejects confirmed / unconfirmed", f"{r['rejects_confirmed']} / {r['rejects_unconfirmed']}")]
+    rows += [("trigger overruns (IDs lost)", f"{r['trigger_overruns']} ({r['triggers_lost']})")]
     return rows
 
 
