@@ -68,6 +68,10 @@ def test_the_plcs_triggers_drive_the_station_and_its_rejects_reconcile_part_by_p
     assert line["reconcile"]["reconciled"] and line["reconcile"]["plc_ejected"] == len(ng)
     assert "PLC ejected vs station" in format_report(report) and "reconciled" in format_report(report)
     assert reconcile(summary, tmp_path / "archive")["reconciled"]
+    ok_part = next(a for a in acqs if a not in ng)  # a PLC that rejected a part the station passed: caught
+    tampered = {**summary, "decisions": [[a, a == ok_part or r, f] for a, r, f in summary["decisions"]]}
+    r = reconcile(tampered, tmp_path / "archive")
+    assert not r["reconciled"] and [m["acquisition_id"] for m in r["mismatches"]] == [ok_part]
 
 
 def test_plc_unreachable_from_the_start_every_part_is_archived_and_counted_not_judged(tiny_bundle, tmp_path):
