@@ -74,3 +74,19 @@ def test_the_link_says_ready_only_once_the_station_runs_and_forgets_parts_that_n
     finally:
         link.close()
         sim.close()
+
+
+def test_flush_hands_over_the_last_outcomes_before_the_service_thread_would():
+    pytest.importorskip("pymodbus", reason="needs the [station] extra")
+    from defectgate.line.modbus_link import ModbusClientTransport
+    from defectgate.types import Outcome, Verdict
+
+    clock = FakeClock()
+    cfg = load_line_config({"mode": "plc_tracks", "result_block": {"transport": "modbus", "ack_timeout_ms": 100}})
+    link = LineLink(cfg, clock, transport=ModbusClientTransport("127.0.0.1", 9))  # never started: no service thread
+    link.verdict_ready(Verdict(5, Outcome.NG))
+    clock.advance(0.2)
+    link.handshake.station_block(clock.now())  # the ack timeout falls due in the handshake
+    assert link.handshake.pending == 0 and link.events() == []
+    assert link.flush(0.0)
+    assert [(e.kind, e.part_id, e.detail) for e in link.events()] == [(EventKind.undelivered, 5, "ack_timeout")]
