@@ -10,7 +10,8 @@ import pytest
 
 from line_helpers import S7Server
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))  # station_helpers: one copy of the bundle maker
+# station_helpers (tests/runtime): one copy of the tiny bundle maker for both folders
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
 from station_helpers import _export_tiny_yolo, make_bundle  # noqa: E402
 
 

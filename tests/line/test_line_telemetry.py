@@ -16,7 +16,8 @@ from defectgate.station import build_station
 def test_line_counters_are_scraped_from_the_running_stations_stats(tiny_bundle, tmp_path):
     pytest.importorskip("prometheus_client", reason="needs the [station] extra")
     cfg = line_station_cfg(tiny_bundle, tmp_path, "synthetic://conveyor?parts=4&width=96&height=72&realtime=0",
-                           "telemetry.prometheus_port=0", "pipeline.overflow=block", "conveyor.camera_to_ejector_mm=100",
+                           "telemetry.prometheus_port=0", "pipeline.overflow=block",
+                           "conveyor.camera_to_ejector_mm=100",
                            "line.inputs.kind=simulated", "line.inputs.map={reject_confirm: 0}",
                            "line.confirm.enabled=true", "line.confirm.window_max_ms=50")
     built = build_station(cfg)

@@ -16,6 +16,7 @@ pytest.importorskip("pymodbus", reason="needs the [station] extra")
 from line_helpers import free_port, wait_for  # noqa: E402
 from station_line_helpers import archive_rows, events_of, line_station_cfg  # noqa: E402
 
+from defectgate.clock import MonotonicClock  # noqa: E402
 from defectgate.line.plc_sim import PlcSimulator  # noqa: E402
 from defectgate.report import line_report  # noqa: E402
 from defectgate.station import build_station  # noqa: E402
@@ -45,7 +46,7 @@ def test_rejects_fired_by_the_timing_process_are_confirmed_or_counted_unconfirme
         "actuator.kind=modbus", f"actuator.options={{host: 127.0.0.1, port: {sim.port}, coil: 0}}",
         "line.timing.process=true", "line.inputs.kind=modbus", "line.inputs.map={reject_confirm: 0, bin_full: 1}",
         f"line.inputs.options={{host: 127.0.0.1, port: {sim.port}}}", "line.confirm.enabled=true",
-        "line.confirm.window_min_ms=10", "line.confirm.window_max_ms=150", "line.confirm.stop_after=2",
+        "line.confirm.window_min_ms=10", "line.confirm.window_max_ms=250", "line.confirm.stop_after=2",
         "line.line_stop.kind=simulated")
     try:
         built = build_station(cfg)
@@ -82,11 +83,13 @@ def test_a_killed_timing_process_is_alarmed_restarted_and_its_unguaranteed_pulse
     scheduler = built.station.scheduler
     first_pid = scheduler.child_pid
 
-    def kill_after_the_first_pulse():
-        if wait_for(lambda: len(built.station.stats.fired) >= 1, 10.0):
+    def kill_just_before_a_pulse():  # after the first pulse, 30 ms before the next: a restart cannot make it
+        if wait_for(lambda: len(built.station.stats.fired) >= 1, 10.0) and wait_for(
+                lambda: 0 < (scheduler.next_due() or 0) - clock.now() < 0.03, 10.0, step=0.001):
             os.kill(first_pid, signal.SIGKILL)
 
-    killer = threading.Thread(target=kill_after_the_first_pulse, daemon=True)
+    clock = MonotonicClock()
+    killer = threading.Thread(target=kill_just_before_a_pulse, daemon=True)
     killer.start()
     stats = built.station.run()
     report = line_report(stats, "", "", built.alarm)

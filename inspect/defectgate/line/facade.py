@@ -208,9 +208,8 @@ class LineLink:
             self.confirm.expect(part_id, t)
 
     def flush(self, timeout_s: float) -> bool:
-        """End of a run: wait until no result waits for an ack and no fired reject for its confirm
-        sensor (each ends in an event: acked, timed out, confirmed or unconfirmed), at most
-        `timeout_s`. True when nothing was left waiting."""
+        """End of a run: wait at most `timeout_s` until no result waits for an ack and no fired reject
+        for its confirm sensor (each ends in an event). True when nothing was left waiting."""
         deadline = time.monotonic() + timeout_s
         while True:
             idle = (self.handshake is None or self.handshake.pending == 0) and \
@@ -222,14 +221,6 @@ class LineLink:
                     time.sleep(2 * self.cfg.inputs.poll_ms / 1000)
                 return idle
             time.sleep(0.005)
-
-    def flush_timeout_s(self) -> float:
-        """How long `flush` may need: an ack timeout, or a confirm window, plus a few cycles."""
-        rb, c = self.cfg.result_block, self.cfg.confirm
-        need = rb.ack_timeout_ms + 3 * rb.cycle_ms if self.handshake is not None else 0.0
-        if self.confirm is not None:
-            need = max(need, c.window_max_ms + 3 * self.cfg.inputs.poll_ms)
-        return need / 1000 + 0.05
 
     def events(self) -> list[LineEvent]:
         with self._lock:
@@ -281,7 +272,7 @@ class LineLink:
                     self._set_state(StationState.EXECUTING)
                 self._stop.wait(max(0.0, period - (self.clock.now() - t0)))
             if self.opcua is not None and next(self._ticks) % 50 == 0:  # counters at ~2 Hz
-                self._publish_counters()
+                self.opcua.set_counters(opcua_counters(self.snapshot().counts))
 
     def _poll_inputs(self) -> None:
         period = self.cfg.inputs.poll_ms / 1000
@@ -346,9 +337,10 @@ class LineLink:
     def _healthy(self) -> bool:
         return (self.worker is None or self.worker.link_up) and not (self.confirm and self.confirm.line_stop)
 
-    def _publish_counters(self) -> None:
-        snap = self.snapshot().counts
-        self.opcua.set_counters({"PartsInspected": snap.get("verdicts", 0), "PartsOK": snap.get("ok", 0),
-                                 "PartsNG": snap.get("ng", 0), "PartsFailsafe": snap.get("failsafe", 0),
-                                 "ResultsUndelivered": sum(v for k, v in snap.items() if k.startswith("undelivered:")),
-                                 "RejectsUnconfirmed": snap.get("rejects_unconfirmed", 0)})
+
+def opcua_counters(snap: dict[str, int]) -> dict[str, int]:
+    """The OPC UA Counters object from the link's counts (LineLink.snapshot().counts)."""
+    return {"PartsInspected": snap.get("verdicts", 0), "PartsOK": snap.get("ok", 0), "PartsNG": snap.get("ng", 0),
+            "PartsFailsafe": snap.get("failsafe", 0),
+            "ResultsUndelivered": sum(v for k, v in snap.items() if k.startswith("undelivered:")),
+            "RejectsUnconfirmed": snap.get("rejects_unconfirmed", 0)}

@@ -39,7 +39,8 @@ def _read_station(archive: Path) -> tuple[str, dict[int, tuple[str, bool | None]
             delivery[acq] = "delivered" if kind == "delivered" else f"undelivered ({detail})"
         acq_of = {p: a for a, p in part_of.items()}
         parts = {}
-        for part, verdict, truth in conn.execute("SELECT part_id, verdict, truth_ng FROM parts WHERE run_id = ?", (run,)):
+        rows = conn.execute("SELECT part_id, verdict, truth_ng FROM parts WHERE run_id = ?", (run,))
+        for part, verdict, truth in rows:
             parts[acq_of.get(part, part)] = (verdict, None if truth is None else bool(truth))
     except sqlite3.OperationalError as exc:  # an archive of schema 1 has no line_events
         raise ConfigError(f"{db}: {exc} (an archive written by a station without the line link?)") from exc

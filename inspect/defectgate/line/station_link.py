@@ -188,7 +188,7 @@ class StationLine:
                 wait = self._last_capture + self.travel_s + self.cfg.confirm.window_max_ms / 1000 + 0.05 \
                     - self.clock.now()
                 time.sleep(min(max(0.0, wait), 5.0))  # bounded: a stopped belt must not hold the report
-            if not self.link.flush(self.link.flush_timeout_s()):
+            if not self.link.flush(self._flush_timeout_s()):
                 log.warning("line: results or confirmations still waiting at the end of the run")
             self._plc_counters()
         self.drain()
@@ -196,6 +196,14 @@ class StationLine:
             stats = self.station.stats
             for part in [p for p in stats.captured if p not in stats.judged]:
                 self._rejected(part, self.clock.now())
+
+    def _flush_timeout_s(self) -> float:
+        """How long the link's flush may need: an ack timeout, or a confirm window, plus a few cycles."""
+        rb, c, link = self.cfg.result_block, self.cfg.confirm, self.link
+        need = rb.ack_timeout_ms + 3 * rb.cycle_ms if link.handshake is not None else 0.0
+        if link.confirm is not None:
+            need = max(need, c.window_max_ms + 3 * self.cfg.inputs.poll_ms)
+        return need / 1000 + 0.05
 
     def _plc_counters(self) -> None:
         snap = self.link.snapshot()
