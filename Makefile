@@ -32,12 +32,13 @@ DEMO_PARTS ?= 240
 DEMO_TRAIN_ARGS ?= --augment none --set hyp.warmup_epochs=1 --set hyp.close_mosaic=3 --set hyp.val=false
 DEMO_TARGET_ESCAPE ?= 0.10
 
-.PHONY: help setup demo demo-shadow test test-fast bench qa engine data train evaluate export promote retrain clean
+.PHONY: help setup demo demo-shadow demo-plc test test-fast bench qa engine data train evaluate export promote retrain clean
 
 help:
 	@echo "make setup    create .venv and install defectgate with all extras (idempotent)"
 	@echo "make demo     synthetic parts -> train -> export bundle -> run station -> line report"
 	@echo "make demo-shadow  the demo line with a recalibrated candidate judging in shadow mode (never fires)"
+	@echo "make demo-plc the demo line with a simulated PLC owning the ejector; reconciles its rejects"
 	@echo "make test     the whole test suite (what CI runs)"
 	@echo "make data train evaluate export promote | make retrain   the gated retraining chain"
 	@echo "make bench    runtime benchmark -> docs/performance.md figures"
@@ -65,6 +66,30 @@ demo: setup
 	$(DG) train --data $(DEMO_DIR)/data/data.yaml --epochs $(DEMO_EPOCHS) --imgsz $(DEMO_IMGSZ) --out $(DEMO_DIR)/train --seed 0 $(DEMO_TRAIN_ARGS)
 	$(DG) export --weights $(DEMO_DIR)/train/weights/best.pt --data $(DEMO_DIR)/data/data.yaml --out $(DEMO_DIR)/bundle --target-escape $(DEMO_TARGET_ESCAPE)
 	$(DG) run --config configs/demo-station.yaml --set model.bundle=$(DEMO_DIR)/bundle --set source.uri="synthetic://conveyor?parts=$(DEMO_PARTS)&seed=1" --set station.run_dir=$(DEMO_DIR)/station
+
+# demo-plc: the demo line in plc_tracks mode (docs/line-integration.md). `defectgate plc-sim` is the PLC:
+# belt, photo-eye, shift register, ejector; it starts the belt once the station says Ready and runs
+# DEMO_PLC_PARTS parts. The station (configs/plc-station.yaml) takes one frame per PLC trigger and
+# writes each result into the PLC's result block; it fires nothing. Then the PLC's ejected parts are
+# reconciled part by part with the station's archive. Uses the demo bundle (builds it if missing).
+DEMO_PLC_DIR ?= runs/demo-plc
+DEMO_PLC_BUNDLE ?= $(DEMO_DIR)/bundle
+DEMO_PLC_PARTS ?= 240
+DEMO_PLC_PORT ?= 5020
+demo-plc: setup
+	@test -f $(DEMO_PLC_BUNDLE)/model.json || $(MAKE) demo
+	rm -rf $(DEMO_PLC_DIR) && mkdir -p $(DEMO_PLC_DIR)
+	@d=$(DEMO_PLC_DIR); \
+	$(DG) plc-sim --port $(DEMO_PLC_PORT) --belt-speed 600 --camera-to-ejector 300 --pitch 120 \
+		--parts $(DEMO_PLC_PARTS) --wait-for-station --duration 1800 --json $$d/plc.json > $$d/plc-sim.log 2>&1 & sim=$$!; \
+	$(DG) run --config configs/plc-station.yaml --set model.bundle=$(DEMO_PLC_BUNDLE) --set station.run_dir=$$d/station \
+		--set line.result_block.modbus.port=$(DEMO_PLC_PORT) $(DEMO_PLC_ARGS) & station=$$!; \
+	while [ ! -f $$d/plc.json ]; do \
+		if ! kill -0 $$station 2>/dev/null; then kill $$sim; cat $$d/plc-sim.log; echo "demo-plc: the station stopped early" >&2; exit 1; fi; \
+		if ! kill -0 $$sim 2>/dev/null; then kill $$station; cat $$d/plc-sim.log; echo "demo-plc: plc-sim stopped early" >&2; exit 1; fi; \
+		sleep 0.5; done; \
+	kill -TERM $$station; wait $$station || exit 1; kill -TERM $$sim; wait $$sim; \
+	$(PY) -m defectgate.line.reconcile --plc $$d/plc.json --archive $$d/station/archive --json $$d/reconcile.json
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -5,12 +5,17 @@ small and are always kept (they queue separately). The QA app reads this archive
 the `parts` table.
 
 Layout of an archive folder:
-    parts.sqlite            tables `parts`, `fires`, `runs`, `meta`, `shadow` (schema below)
+    parts.sqlite            tables `parts`, `fires`, `runs`, `meta`, `shadow`, `line_events` (schema below)
     images/YYYYMMDD/<run>_<part>_<OK|NG>.jpg
     images/YYYYMMDD/<run>_<part>_<OK|NG>_shadow.jpg   a disagreement the live row kept no image of
 
 `shadow`: what a candidate model judging the same parts in shadow mode (shadow.py), or model B of
 `defectgate replay --models A B`, said about each part; joined to its live row by (run_id, part_id).
+
+`line_events` (schema 2, issue #23): what the line link reported after the part's row was written
+(result delivered to the PLC or not, reject confirmed or not) and line-level events (trigger overruns,
+line stop, timing process restarts); append-only, joined by (run_id, part_id). An archive of schema 1
+gains the table when a station opens it; a reader finds no such table in an archive nobody upgraded.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from .types import Verdict
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: line_events
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS parts (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -77,6 +82,18 @@ CREATE TABLE IF NOT EXISTS shadow (
     image_path    TEXT                         -- a disagreement whose live row keeps no image keeps it here
 );
 CREATE INDEX IF NOT EXISTS shadow_part ON shadow (run_id, part_id);
+CREATE TABLE IF NOT EXISTS line_events (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id         TEXT    NOT NULL,
+    part_id        INTEGER,                    -- NULL: a line-level event
+    acquisition_id INTEGER,                    -- the PLC's ID for the part, where the link knows it
+    kind           TEXT    NOT NULL,           -- defectgate.line.events.EventKind
+    detail         TEXT    NOT NULL DEFAULT '',
+    t              REAL    NOT NULL,           -- station monotonic clock, seconds
+    ts_utc         TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS line_events_part ON line_events (run_id, part_id);
+CREATE INDEX IF NOT EXISTS line_events_kind ON line_events (kind);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     run_id        TEXT PRIMARY KEY,
@@ -89,6 +106,18 @@ CREATE TABLE IF NOT EXISTS runs (
     report        TEXT                         -- the line report, JSON, written at a clean stop
 );
 """
+
+
+def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse an archive written by a newer station: its rows may not mean what ours would."""
+    has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if has_meta else None
+    if row is not None and int(row[0]) > SCHEMA_VERSION:
+        from .errors import ConfigError
+
+        conn.close()
+        raise ConfigError(f"{path}: archive schema {row[0]} is newer than this station's ({SCHEMA_VERSION}); "
+                          "upgrade defectgate, or point station.run_dir at another folder")
 
 
 def _utc_now() -> str:
@@ -114,6 +143,7 @@ class ArchiveStats:
     bytes_written: int = 0
     write_errors: int = 0
     shadow_rows: int = 0
+    line_events: int = 0
 
 
 @dataclass
@@ -141,6 +171,7 @@ class Archive:
         self._images: queue.Queue[_Item | None] = queue.Queue(maxsize=queue_size)
         self._rows: collections.deque[_Item] = collections.deque()  # rows without images, never dropped
         self._fires: collections.deque[tuple] = collections.deque()
+        self._line_events: collections.deque[tuple] = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._ok_counter = 0.0
@@ -148,7 +179,8 @@ class Archive:
         self._end: tuple[str, str] | None = None
         self._used_bytes = self._measure_images()
         conn = connect(self.db_path)
-        conn.executescript(SCHEMA)
+        _check_schema(conn, self.db_path)
+        conn.executescript(SCHEMA)  # an older archive gains the newer tables (all IF NOT EXISTS)
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('classes', ?)", (json.dumps(self.classes),))
         conn.commit()
@@ -182,6 +214,12 @@ class Archive:
 
     def record_fire(self, part_id: int, due: float, fired: float | None, error: str | None = None) -> None:
         self._fires.append((self.run_id, part_id, due, fired, error))
+        self._wake.set()
+
+    def record_line_event(self, part_id: int | None, acquisition_id: int | None, kind: str, detail: str,
+                          t: float) -> None:
+        """What the line link said about a part (or the line) after its row was queued."""
+        self._line_events.append((self.run_id, part_id, acquisition_id, kind, detail, t, _utc_now()))
         self._wake.set()
 
     def start_run(self, model_version: str, backend: str, config_json: str) -> None:
@@ -240,12 +278,15 @@ class Archive:
                 if item is not None:
                     self._write_image(item)
                     batch.append(item)
-            fires = []
+            fires, events = [], []
             while self._fires:
                 fires.append(self._fires.popleft())
-            if batch or fires:
-                self._write_rows(batch, fires)
-            if self._stop.is_set() and not self._rows and self._images.empty() and not self._fires:
+            while self._line_events:
+                events.append(self._line_events.popleft())
+            if batch or fires or events:
+                self._write_rows(batch, fires, events)
+            if self._stop.is_set() and not self._rows and self._images.empty() and not self._fires \
+                    and not self._line_events:
                 return
 
     def _write_image(self, item: _Item) -> None:
@@ -279,7 +320,7 @@ class Archive:
         self.stats.bytes_written += len(buf)
         self.stats.images += 1
 
-    def _write_rows(self, batch: list[_Item], fires: list[tuple]) -> None:
+    def _write_rows(self, batch: list[_Item], fires: list[tuple], events: list[tuple] = ()) -> None:
         rows, shadow = [], []
         for item in batch:
             v = item.verdict
@@ -306,8 +347,12 @@ class Archive:
                 self._conn.executemany(
                     "INSERT INTO shadow (run_id, part_id, ts_utc, model_version, verdict, live_verdict, reasons,"
                     " detections, latency_ms, image_path) VALUES (?,?,?,?,?,?,?,?,?,?)", shadow)
+                self._conn.executemany(
+                    "INSERT INTO line_events (run_id, part_id, acquisition_id, kind, detail, t, ts_utc)"
+                    " VALUES (?,?,?,?,?,?,?)", events)
             self.stats.rows += len(rows)
             self.stats.shadow_rows += len(shadow)
+            self.stats.line_events += len(events)
         except sqlite3.Error as exc:
             # keep the rows and try again on the next wake-up rather than lose them
             log.error("archive: SQLite write failed (%s); will retry %d rows", exc, len(rows))
@@ -316,6 +361,7 @@ class Archive:
                 item.image = None
                 self._rows.appendleft(item)
             self._fires.extendleft(reversed(fires))
+            self._line_events.extendleft(reversed(list(events)))
             self._stop.wait(0.5)
 
     def _disk_free(self) -> int:

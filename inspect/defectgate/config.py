@@ -182,6 +182,11 @@ class PipelineSection(_Section):
     overflow: Overflow = Overflow.drop_oldest
 
 
+# ---- line: the station's bond to the line (issue #23; the section lives in line/config.py, which
+# imports _Section and OutputKind from here, hence the import below them) ----
+from .line.config import LineSection, check_overlaps  # noqa: E402
+
+
 class StationConfig(_Section):
     station: StationSection = Field(default_factory=StationSection)
     source: SourceSection = Field(default_factory=SourceSection)
@@ -195,6 +200,12 @@ class StationConfig(_Section):
     tracking: TrackingSection = Field(default_factory=TrackingSection)
     alarm: AlarmSection = Field(default_factory=AlarmSection)
     telemetry: TelemetrySection = Field(default_factory=TelemetrySection)
+    line: LineSection = Field(default_factory=LineSection)
+
+    @model_validator(mode="after")
+    def _line_addresses(self) -> "StationConfig":
+        check_overlaps(self.line, self)  # a ConfigError naming both keys; load_config adds the file
+        return self
 
 
 def _explain(exc: ValidationError, origin: str) -> str:
@@ -249,3 +260,5 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         return StationConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, origin)) from exc
+    except ConfigError as exc:  # line: overlapping Modbus addresses (check_overlaps)
+        raise ConfigError(f"{origin}: {exc}") from exc

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import sys
 import threading
 from dataclasses import dataclass
@@ -29,7 +28,8 @@ import numpy as np
 
 from .archive import Archive
 from .clock import Clock
-from .errors import ActuatorError, DefectgateError
+from .errors import DefectgateError
+from .firing import TimingLoop
 from .hotswap import ModelSlot
 from .inspector import Inspector, make_verdict
 from .parts import Assignment, Finished, PartAssigner, TriggeredParts
@@ -42,17 +42,7 @@ from .types import Frame
 log = logging.getLogger(__name__)
 
 GIL_SWITCH_S = 0.0005
-TIMING_RT_PRIORITY = 10
 T = TypeVar("T")
-
-
-def _raise_thread_priority() -> None:
-    """Put the calling (timing) thread in the real-time FIFO class so that inference threads do not
-    delay a pulse. Needs CAP_SYS_NICE (the systemd unit grants it); without it, log and go on."""
-    try:
-        os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO, os.sched_param(TIMING_RT_PRIORITY))
-    except (AttributeError, OSError) as exc:
-        log.info("timing thread stays at normal priority (%s); grant CAP_SYS_NICE for tighter pulses", exc)
 
 
 class _Handoff(Generic[T]):
@@ -112,7 +102,7 @@ class Station:
                  max_parts: int | None = None, on_verdict: Callable[[Any], None] | None = None,
                  overflow: str = "drop_oldest", parts: PartAssigner | None = None,
                  alarm: Any = None, telemetry: Any = None, capture_stall_s: float | None = None,
-                 shadow: Any = None):
+                 shadow: Any = None, line: Any = None):
         self.models = ModelSlot(inspector)
         self.source, self.scheduler = source, scheduler
         self.parts: PartAssigner = parts if parts is not None else TriggeredParts(scheduler)
@@ -122,11 +112,14 @@ class Station:
         self.alarm, self.telemetry, self.capture_stall_s = alarm, telemetry, capture_stall_s
         self.shadow = shadow  # shadow.Shadow: a candidate judging the same frames, never actuating
         self.stats = RunStats()
+        self.line = line  # line/station_link.StationLine (issue #23): hooks at capture, verdict, fire, end
+        self.stats.line = line.stats if line is not None else None
         self.stop = threading.Event()
         self._frames: _Handoff[_Work] = _Handoff(queue_size, give_up=self.stop)
         self._outputs: _Handoff[_Work] = _Handoff(2)
         self._decide_done = threading.Event()
         self._lock = threading.Lock()  # the stats dicts: written by capture, decide and timing
+        self.timing = TimingLoop(scheduler, actuator, clock, self.stats, self._lock, alarm, telemetry, archive, line)
         # watchdog heartbeats (monotonic times; None = idle)
         self.last_frame_t: float | None = None
         self.infer_busy_since: float | None = None
@@ -164,6 +157,8 @@ class Station:
                 with self._lock:
                     for part, truth in assignment.new:
                         self.stats.captured[part] = truth
+                if self.line is not None:
+                    self.line.captured([part for part, _ in assignment.new], frame)
                 if self.shadow is not None:  # returns at once: a busy shadow skips the frame
                     self.shadow.frame(frame, assignment)
                 work = _Work(frame, self.models.take(), assignment)
@@ -248,64 +243,14 @@ class Station:
                 st.fold()
         if self.archive is not None:
             self.archive.submit(verdict, done.image)
+        if self.line is not None:
+            self.line.verdict(verdict)
         if self.shadow is not None:
             self.shadow.part_done(verdict)
         if self.telemetry is not None:
             self.telemetry.verdict(verdict, late=not on_time)
         if self.on_verdict is not None:
             self.on_verdict(verdict)
-
-    def _timing(self) -> None:
-        _raise_thread_priority()
-        spin = 0.002
-        while True:
-            due = self.scheduler.next_due()
-            now = self.clock.now()
-            if due is None:
-                if self._decide_done.is_set():
-                    return
-                self.scheduler.changed.wait(0.05)
-                self.scheduler.changed.clear()
-                continue
-            if due - now > spin:
-                self.scheduler.changed.wait(min(due - now - spin, 0.05))
-                self.scheduler.changed.clear()
-                continue
-            self.clock.sleep_until(due)
-            fire, missed = self.scheduler.pop_window(self.clock.now())
-            for cmd in fire:
-                self._fire(cmd)
-            for cmd in missed:  # too late: the pulse would hit the next part; count and alarm
-                self.stats.missed_fires += 1
-                log.error("fire window missed for part %s", cmd.part_id)
-                if self.alarm is not None:
-                    self.alarm.raise_("fire_window_missed", f"part {cmd.part_id}")
-                if self.archive is not None:
-                    self.archive.record_fire(cmd.part_id, cmd.fire_at, None, "fire window missed")
-
-    def _fire(self, cmd) -> None:
-        t = self.clock.now()
-        try:
-            self.actuator.fire(cmd.pulse_s)
-            fired: float | None = t
-            error = None
-        except ActuatorError as exc:
-            fired, error = None, str(exc)
-            self.stats.actuator_failures += 1
-            log.error("ejector failed for part %s: %s", cmd.part_id, exc)
-            if self.alarm is not None:
-                self.alarm.raise_("ejector_failed", str(exc))
-        if fired is not None and self.alarm is not None:
-            self.alarm.clear("ejector_failed")
-            self.alarm.clear("fire_window_missed")
-        with self._lock:
-            if fired is not None:
-                self.stats.fired[cmd.part_id] = fired
-                self.stats.fire_errors_ms.append((fired - cmd.fire_at) * 1000.0)
-        if self.telemetry is not None:
-            self.telemetry.fired(cmd, fired, error)
-        if self.archive is not None:
-            self.archive.record_fire(cmd.part_id, cmd.fire_at, fired, error)
 
     def run(self) -> RunStats:
         from .watchdog import Watchdog
@@ -315,7 +260,7 @@ class Station:
         threads = [threading.Thread(target=self._capture, name="capture", daemon=True),
                    threading.Thread(target=self._infer, name="inference", daemon=True),
                    threading.Thread(target=self._decide, name="decide", daemon=True),
-                   threading.Thread(target=self._timing, name="timing", daemon=True)]
+                   threading.Thread(target=self.timing.target(self._decide_done), name="timing", daemon=True)]
         watchdog = Watchdog(self, self.alarm, self.watchdog_s, self.capture_stall_s)
         # A thread waiting for the GIL waits up to the switch interval (5 ms by default): far too
         # long for a reject pulse. 0.5 ms bounds the timing thread's wait at a small cost elsewhere.
@@ -342,4 +287,6 @@ class Station:
         self.stats.missed_fires = max(self.stats.missed_fires, self.scheduler.missed_fires)
         self.stats.unassigned_defects = self.parts.unassigned_defects
         self.stats.t_end = self.clock.now()
+        if self.line is not None:
+            self.line.finish()  # the last acks, confirm windows and PLC counts (after t_end: not in the fps)
         return self.stats

@@ -54,6 +54,8 @@ def line_report(stats: RunStats, backend: str = "", model_version: str = "", ala
         "backend": backend,
         "model_version": model_version,
         "shadow": stats.shadow,
+        # the line link (issue #23): results delivered to the PLC, confirmed rejects, the PLC's own counts
+        **({"line": stats.line.report(stats.verdict_ng_total, unjudged)} if stats.line is not None else {}),
     }
 
 
@@ -70,6 +72,10 @@ def format_report(r: dict) -> str:
         ("fire error p99 ms", show(r["fire_error_ms"]["p99"])), ("throughput fps", r["fps"]),
         ("backend", r["backend"]), ("model", r["model_version"]),
     ]
+    if "line" in r:
+        from .line.stats import format_line
+
+        rows += format_line(r["line"])
     width = max(len(k) for k, _ in rows)
     lines = ["line report", "-" * (width + 14)] + [f"{k:<{width}}  {v}" for k, v in rows]
     if r["ng_truth"]:

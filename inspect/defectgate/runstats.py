@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import itertools
 from dataclasses import dataclass, field
+from typing import Any
 
 HISTORY_PARTS = 50_000  # per-part detail kept for the report; older parts are folded into counters
 
@@ -35,6 +36,7 @@ class RunStats:
     shadow: dict | None = None  # shadow.ShadowStats of the run, when a candidate judged in shadow mode
     t_start: float = 0.0
     t_end: float = 0.0
+    line: Any = None  # line.stats.LineStats when the config has a `line:` section (issue #23)
 
     @property
     def parts_total(self) -> int:

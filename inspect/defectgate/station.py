@@ -19,6 +19,7 @@ from .config import StationConfig, TriggerMode
 from .decision import build_decision
 from .detector import Detector
 from .inspector import Inspector
+from .line.station_link import StationLine
 from .parts import PartAssigner, TrackedParts, TriggeredParts
 from .pipeline import Station
 from .scheduler import RejectScheduler
@@ -83,10 +84,16 @@ def build_station(cfg: StationConfig, clock: Clock | None = None, source: Any = 
     run_dir = Path(cfg.station.run_dir) / run_id
     inspector = build_inspector(cfg, clock)
     source = source or open_source(cfg.source, cfg.conveyor, clock)
-    actuator = open_actuator(cfg.actuator.kind, cfg.actuator.options, clock)
     alarm = open_alarm(cfg.alarm.kind, cfg.alarm.options, clock)
-    scheduler = RejectScheduler(cfg.conveyor.belt_speed_mm_s, cfg.conveyor.camera_to_ejector_mm,
-                                cfg.actuator.pulse_ms / 1000.0, cfg.actuator.decision_margin_ms / 1000.0)
+    # the line link (issue #23): None unless the config has a `line:` section that needs one
+    line = StationLine.build(cfg, clock, alarm, inspector.bundle.classes)
+    if line is not None:
+        source = line.wrap_source(source)
+    actuator = open_actuator(cfg.actuator.kind, cfg.actuator.options, clock) \
+        if line is None or line.fires_actuator else None  # else the PLC or the timing process owns it
+    scheduler = line.scheduler if line is not None and line.scheduler is not None else \
+        RejectScheduler(cfg.conveyor.belt_speed_mm_s, cfg.conveyor.camera_to_ejector_mm,
+                        cfg.actuator.pulse_ms / 1000.0, cfg.actuator.decision_margin_ms / 1000.0)
     parts: PartAssigner = TriggeredParts(scheduler)
     if cfg.source.trigger is TriggerMode.free_run or "mode=freerun" in cfg.source.uri:
         tracker = Tracker(_probe_width(cfg, source), cfg.conveyor.fov_mm, cfg.tracking.match_tol_mm,
@@ -112,7 +119,9 @@ def build_station(cfg: StationConfig, clock: Clock | None = None, source: Any = 
     station = Station(inspector, source, scheduler, actuator, archive, clock, cfg.pipeline.queue_size,
                       cfg.pipeline.watchdog_s, cfg.pipeline.max_parts, overflow=cfg.pipeline.overflow,
                       parts=parts, alarm=alarm, telemetry=telemetry,
-                      capture_stall_s=cfg.source.capture_stall_s, shadow=shadow)
+                      capture_stall_s=cfg.source.capture_stall_s, shadow=shadow, line=line)
+    if line is not None:
+        line.archive, line.station = archive, station
     if telemetry is not None:
         telemetry.attach(station)
     watcher = None
@@ -122,7 +131,7 @@ def build_station(cfg: StationConfig, clock: Clock | None = None, source: Any = 
         watcher = BundleWatcher(cfg.model.bundle, cfg.model.watch_s, lambda b: build_inspector(cfg, clock, b),
                                 station.swap_inspector, current=inspector.bundle)
         watcher.start()
-    closers = [source, actuator, alarm] + ([telemetry] if telemetry is not None else [])
+    closers = [obj for obj in (source, line, actuator, alarm, telemetry) if obj is not None]
     return BuiltStation(station, run_id, run_dir, archive, alarm, telemetry, watcher, closers)
 
 

@@ -8,8 +8,10 @@ Prometheus metrics (all prefixed `defectgate_`): parts_total{verdict}, rejects_t
 escapes_total / overkills_total (when ground truth is known: synthetic or labelled replay),
 stage_seconds{stage} histograms (preprocess, inference, decide, total = capture to verdict),
 frames_dropped_total, missed_deadlines_total, fires_total{result}, model_info{version}, alarm
-(1 while any alarm condition is active), archive_images_dropped, and in shadow mode
-shadow_parts_total{comparison: agree | live_only_ng | shadow_only_ng} and shadow_frames_skipped.
+(1 while any alarm condition is active), archive_images_dropped; in shadow mode
+shadow_parts_total{comparison: agree | live_only_ng | shadow_only_ng} and shadow_frames_skipped; with a
+`line:` section the line link's counters (line_results_delivered_total, line_rejects_unconfirmed_total,
+...: line/stats.py) and line_link_up.
 
 MQTT topics under `<mqtt_topic>/<station>/`: `verdict` (one JSON per part, QoS 0), `shadow` (the
 candidate's verdict per part beside the live one, shadow mode only), `health` (JSON
@@ -77,6 +79,9 @@ class Telemetry:
         arch = prom.Gauge("defectgate_archive_images_dropped", "images the archive could not keep", registry=reg)
         arch.set_function(lambda: float(self._station.archive.stats.images_dropped)
                           if self._station is not None and self._station.archive is not None else 0.0)
+        from .line.stats import PrometheusCollector  # the line link's counters (issue #23)
+
+        reg.register(PrometheusCollector(lambda: self._station.stats.line if self._station is not None else None))
         server = prom.start_http_server(self.cfg.prometheus_port, addr="0.0.0.0", registry=reg)
         if isinstance(server, tuple):  # prometheus-client >= 0.17 returns (server, thread)
             self._server = server[0]
@@ -128,6 +133,7 @@ class Telemetry:
             "missed_deadlines": s.late_decisions, "missed_fires": s.missed_fires,
             "actuator_failures": s.actuator_failures, "inference_failures": s.inference_failures,
             "alarm": sorted(alarm.active) if alarm is not None else [], "model_version": st.inspector.version,
+            **({"line": s.line.health()} if s.line is not None else {}),  # the line link (issue #23)
         }
 
     def _health_loop(self) -> None:

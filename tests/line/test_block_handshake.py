@@ -119,6 +119,21 @@ def test_trigger_ids_are_handed_to_captured_parts_and_an_overrun_is_flagged():
     assert hs.station_block(clock.now()).status & B.StationBits.TRIGGER_OVERRUN
     assert hs.take_trigger() == 503
     assert [e.kind for e in hs.events()] == [EventKind.plc_back, EventKind.trigger_overrun]
+    for n in (504, 505, 506):  # three triggers nobody takes: the FIFO of IDs (2) drops the oldest
+        hs.take_plc(B.PlcBlock(trigger_count=n - 460, trigger_acq_id=n), clock.now())
+    assert hs.counts["triggers_lost"] == 2, "502 between two reads, 504 never claimed: two parts the PLC rejects"
+    assert hs.take_trigger() == 505 and hs.plc_first.trigger_count == 40
+
+
+def test_wait_trigger_hands_over_the_next_trigger_or_none_after_the_timeout():
+    import threading
+
+    clock = FakeClock()
+    hs = Handshake(clock)
+    hs.take_plc(B.PlcBlock(trigger_count=7), clock.now())
+    assert hs.wait_trigger(0.01) is None
+    threading.Timer(0.05, lambda: hs.take_plc(B.PlcBlock(trigger_count=8, trigger_acq_id=77), clock.now())).start()
+    assert hs.wait_trigger(5.0) == 77, "woken by the link's read, not by the timeout"
 
 
 def test_a_plc_heartbeat_that_stops_is_reported_stale():

@@ -24,6 +24,10 @@ def test_errors_name_the_key_and_the_allowed_values():
         load_line_config({"mode": "plc_tracks"})
     with pytest.raises(ConfigError, match=r"line.inputs: map: unknown input\(s\) \['air_high'\]"):
         load_line_config({"inputs": {"kind": "modbus", "map": {"air_high": 3}}})
+    with pytest.raises(ConfigError, match=r"trigger = plc needs result_block.transport"):
+        load_line_config({"trigger": "plc"})
+    with pytest.raises(ConfigError, match=r"line.trigger: got 'photo-eye'; allowed: 'camera' or 'plc'"):
+        load_config(None, ["line.trigger=photo-eye"])
     with pytest.raises(ConfigError, match=r"window_max_ms = 10.0 must be above window_min_ms = 20.0"):
         load_line_config({"confirm": {"window_min_ms": 20, "window_max_ms": 10}})
 

@@ -67,3 +67,9 @@ def test_a_taken_port_exits_2_with_one_line(tmp_path):
         blocker.close()
     assert out.returncode == 2
     assert f"defectgate plc-sim: error: plc-sim: 127.0.0.1:{blocker.port} is already in use" in out.stderr
+
+
+def test_parts_without_a_photo_eye_of_its_own_is_refused():
+    out = subprocess.run([sys.executable, "-m", "defectgate.cli", "plc-sim", "--parts", "5", "--pitch", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--parts 5" in out.stderr and "needs --pitch > 0" in out.stderr

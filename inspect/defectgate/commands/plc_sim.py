@@ -1,7 +1,9 @@
 """`defectgate plc-sim`: a simulated PLC on a real Modbus TCP server, running the program of
 deploy/plc/defectgate_result.st (encoder, shift register, ejector, acks, reject confirm). Point a
-station's `line.result_block` (transport modbus) at it. Runs until SIGTERM/Ctrl-C or --duration,
-then prints what the PLC did (parts ejected, of those for lack of a result, confirmed...)."""
+station's `line.result_block` (transport modbus) at it. Runs until SIGTERM/Ctrl-C or --duration
+then prints what the PLC did (parts ejected, of those for lack of a result, confirmed...; --json adds
+each part's decision). With --parts the summary is written to --json as soon as that many parts have
+passed the ejector, and the sim goes on serving (so the station can stop cleanly) until SIGTERM."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import argparse
 import json
 import signal
 import threading
+import time
+from pathlib import Path
 
 
 def parser() -> argparse.ArgumentParser:
@@ -25,6 +29,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--confirm-miss-rate", type=float, default=0.0, help="fraction of rejects the sensor misses")
     p.add_argument("--pass-without-result", action="store_true",
                    help="let a part without a result pass (default: reject it, fail-safe)")
+    p.add_argument("--parts", type=int, default=0, help="stop the photo-eye after this many parts; once all of "
+                   "them have passed the ejector, write --json; 0 = no limit")
+    p.add_argument("--wait-for-station", action="store_true",
+                   help="keep the belt still until the station's state word says Ready or Executing")
     p.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until SIGTERM")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", dest="json_out", default=None, help="write the summary here too")
@@ -35,22 +43,37 @@ def main(argv: list[str]) -> int:
     from ..line.plc_sim import PlcSimulator
 
     a = parser().parse_args(argv)
+    if a.parts < 0 or (a.parts and not a.pitch):
+        from ..errors import ConfigError
+
+        raise ConfigError(f"plc-sim --parts {a.parts}: a count >= 0, and it needs --pitch > 0 (the sim's own parts)")
     sim = PlcSimulator(a.host, a.port, a.base, a.belt_speed, a.ticks_per_mm, a.camera_to_ejector,
                        a.pitch or None, pulse_ms=a.pulse_ms, confirm_delay_ms=a.confirm_delay_ms,
                        confirm_miss_rate=a.confirm_miss_rate, reject_without_result=not a.pass_without_result,
-                       seed=a.seed).start()
+                       seed=a.seed, parts=a.parts or None, wait_for_station=a.wait_for_station).start()
     done = threading.Event()
     previous = {s: signal.signal(s, lambda *_: done.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     print(f"plc-sim: Modbus TCP on {a.host}:{a.port}, result block at holding register {a.base}", flush=True)
     try:
-        done.wait(a.duration or None)
+        end = time.monotonic() + a.duration if a.duration else None
+        written = False
+        while not done.wait(0.1) and (end is None or time.monotonic() < end):
+            if a.parts and not written and sim.finished:
+                written = _write(a.json_out, sim.summary())
+                print(f"plc-sim: {a.parts} parts done", flush=True)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
         summary = sim.summary()
         sim.close()
-    print(json.dumps(summary, indent=2))
-    if a.json_out:
-        with open(a.json_out, "w") as fh:
-            json.dump(summary, fh, indent=2)
+    print(json.dumps({k: v for k, v in summary.items() if k != "decisions"}, indent=2))  # per part: --json
+    _write(a.json_out, summary)
     return 0
+
+
+def _write(path: str | None, summary: dict) -> bool:
+    if path:
+        from ..staging import write_json_atomic
+
+        write_json_atomic(Path(path), summary)
+    return True

@@ -79,7 +79,7 @@ def _diff(args, source: str) -> int:
         f"source.uri={source}{sep}speed=max", f"model.bundle={args.models[0].absolute()}", "model.watch_s=0",
         f"shadow.bundle={args.models[1].absolute()}", "shadow.lossless=true", "shadow.watch_s=0",
         "pipeline.overflow=block", "actuator.kind=simulated", "actuator.options={}", "alarm.kind=simulated",
-        "alarm.options={}", "archive.enabled=true",
+        "alarm.options={}", "line={}", "archive.enabled=true",  # no PLC, no line outputs: nothing on the line moves
         f"station.run_dir={out}", "telemetry.prometheus_port=null", "telemetry.mqtt_host=null"])
     d = replay_models(cfg, out)
     print(f"replay diff: A = {d['models']['a']}, B = {d['models']['b']}, {d['parts']} parts, agreement {d['agreement']}")

@@ -7,18 +7,26 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, ValidationError, model_validator
 
-from ..config import OutputKind, StationConfig, _explain, _Section
+from ..config import OutputKind, _Section
 from ..errors import ConfigError
 from .block import BLOCK_WORDS
+
+if TYPE_CHECKING:  # config.py imports this module for StationConfig.line
+    from ..config import StationConfig
 
 
 class LineMode(str, enum.Enum):
     station_fires = "station_fires"  # the station times the ejector (today's behaviour)
     plc_tracks = "plc_tracks"  # the station writes a result per part; the PLC's shift register fires
+
+
+class TriggerKind(str, enum.Enum):
+    camera = "camera"  # frames come as the source delivers them (a hardware-triggered camera, a photo-eye)
+    plc = "plc"  # the station takes one frame per PLC trigger read from the block (a fieldbus trigger)
 
 
 class TransportKind(str, enum.Enum):
@@ -127,6 +135,9 @@ class TimingSection(_Section):
 
 class LineSection(_Section):
     mode: LineMode = LineMode.station_fires
+    # camera: each captured part takes the oldest trigger ID the PLC reported (else its own part id);
+    # plc: one frame per PLC trigger, whose acquisition ID becomes the part id (docs/line-integration.md)
+    trigger: TriggerKind = TriggerKind.camera
     result_block: ResultBlockSection = Field(default_factory=ResultBlockSection)
     opcua: OpcUaSection = Field(default_factory=OpcUaSection)
     inputs: InputsSection = Field(default_factory=InputsSection)
@@ -139,13 +150,15 @@ class LineSection(_Section):
         if self.mode is LineMode.plc_tracks and self.result_block.transport is TransportKind.none:
             raise ValueError("mode = plc_tracks needs result_block.transport (modbus, modbus_server or s7): "
                              "the PLC must get the results")
+        if self.trigger is TriggerKind.plc and self.result_block.transport is TransportKind.none:
+            raise ValueError("trigger = plc needs result_block.transport: the PLC's triggers are read from the block")
         if self.confirm.enabled and "reject_confirm" not in self.inputs.map and self.mode is LineMode.station_fires:
             raise ValueError("confirm.enabled needs inputs.map.reject_confirm (the sensor's pin or address)")
         return self
 
 
 # ---- address overlaps ----
-def _modbus_blocks(line: LineSection, station: StationConfig | None) -> list[tuple[str, tuple, int, int]]:
+def _modbus_blocks(line: LineSection, station: "StationConfig | None") -> list[tuple[str, tuple, int, int]]:
     """(config key, (host, port, unit, table), first, last) of every Modbus range the config uses."""
     out = []
     rb = line.result_block
@@ -173,7 +186,7 @@ def _modbus_blocks(line: LineSection, station: StationConfig | None) -> list[tup
     return out
 
 
-def check_overlaps(line: LineSection, station: StationConfig | None = None) -> None:
+def check_overlaps(line: LineSection, station: "StationConfig | None" = None) -> None:
     blocks = _modbus_blocks(line, station)
     for i, (key_a, where_a, lo_a, hi_a) in enumerate(blocks):
         for key_b, where_b, lo_b, hi_b in blocks[i + 1:]:
@@ -187,10 +200,12 @@ class _LineOnly(_Section):
     line: LineSection
 
 
-def load_line_config(raw: dict[str, Any] | None, station: StationConfig | None = None,
+def load_line_config(raw: dict[str, Any] | None, station: "StationConfig | None" = None,
                      origin: str = "station config") -> LineSection:
-    """Validate a `line:` mapping (wave 2: StationConfig gets `line: LineSection` and calls
-    check_overlaps in a validator)."""
+    """Validate a `line:` mapping on its own (tests, tools); a station config checks its `line:`
+    section the same way when it is loaded (StationConfig.line)."""
+    from ..config import _explain  # defined below StationConfig, which imports this module
+
     try:
         line = _LineOnly.model_validate({"line": raw or {}}).line  # errors then name line.<key>
     except ValidationError as exc:

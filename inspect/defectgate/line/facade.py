@@ -6,6 +6,7 @@
     link.reject_fired(part_id, t_fired)                                          # timing thread
     for ev in link.events(): ...   # per-part outcomes for the archive and the report
     link.snapshot()                # health and counters (report, telemetry)
+    link.flush(timeout_s)          # end of a run: wait until every result is acked or timed out
     link.close()                   # reports every result still waiting as undelivered
 
 Every call returns at once: the PLC is only ever talked to from the link's own service thread,
@@ -19,6 +20,7 @@ import collections
 import itertools
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -34,6 +36,9 @@ from .transport import BlockTransport, LinkError
 from .worker import LinkWorker
 
 log = logging.getLogger(__name__)
+
+ACQ_MEMORY = 10_000  # parts between capture and verdict the link remembers the acquisition ID of
+PLC_RUN_COUNTERS = ("ejected", "ejected_failsafe", "confirmed", "unconfirmed")  # 16-bit, wrapping
 
 # event -> (alarm condition, raise?) ; the alarm clears on the paired event
 ALARMS = {
@@ -59,6 +64,7 @@ class LineHealth:
     inputs: dict[str, bool] = field(default_factory=dict)
     plc: dict[str, int] = field(default_factory=dict)  # the PLC's own counters from the block
     line_stop: bool = False
+    plc_run: dict[str, int] = field(default_factory=dict)  # those counters since the link's first read
 
 
 def open_transport(cfg: LineSection) -> BlockTransport | None:
@@ -96,9 +102,12 @@ class LineLink:
         self.confirm = ConfirmMonitor(c.window_min_ms / 1000, c.window_max_ms / 1000, c.stop_after) \
             if inputs is not None else None
         self._events: collections.deque[LineEvent] = collections.deque(maxlen=100_000)
-        self._acq: dict[int, int] = {}  # part id -> acquisition id, until its verdict
+        # part id -> acquisition id, until its verdict; bounded: a part whose frame was dropped never
+        # gets one (the PLC rejects it for lack of a result), and its entry must not stay forever
+        self._acq: collections.OrderedDict[int, int] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._running = threading.Event()  # run_started(): the station takes parts
         self._threads: list[threading.Thread] = []
         self.counts = collections.Counter()
         self._ticks = itertools.count()
@@ -130,8 +139,6 @@ class LineLink:
         if self.opcua is not None:
             self.opcua.start()
             self.opcua.set_state(StationState.INITIALIZED)
-        if self.worker is None:
-            self._set_state(StationState.READY)
         self._spawn(self._service, "line-service")
         if self.inputs is not None:
             self._spawn(self._poll_inputs, "line-inputs")
@@ -157,6 +164,13 @@ class LineLink:
                     log.warning("closing %s: %s", type(obj).__name__, exc)
 
     # ---- the station's calls (never block) ----
+    def run_started(self) -> None:
+        """The station's threads run: the link may now say Ready, which a PLC may use as the line's
+        start interlock (ST `VisionReady`); before, a part triggered would find no one to take it."""
+        self._running.set()
+        if self.worker is None:
+            self._set_state(StationState.READY)
+
     def part_captured(self, part_id: int, acquisition_id: int | None = None, t: float | None = None) -> int:
         """The acquisition ID the part's result will carry: the one given (a trigger that carries
         it), else the oldest unclaimed trigger ID read from the PLC, else the part id."""
@@ -165,6 +179,8 @@ class LineLink:
         acq = (part_id if acquisition_id is None else acquisition_id) & U32
         with self._lock:
             self._acq[part_id] = acq
+            if len(self._acq) > ACQ_MEMORY:
+                self._acq.popitem(last=False)
             self.counts["parts_captured"] += 1
         return acq
 
@@ -191,6 +207,21 @@ class LineLink:
         if self.confirm is not None and self.cfg.confirm.enabled:
             self.confirm.expect(part_id, t)
 
+    def flush(self, timeout_s: float) -> bool:
+        """End of a run: wait at most `timeout_s` until no result waits for an ack and no fired reject
+        for its confirm sensor (each ends in an event). True when nothing was left waiting."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            idle = (self.handshake is None or self.handshake.pending == 0) and \
+                (self.confirm is None or self.confirm.pending == 0)
+            if idle or time.monotonic() >= deadline:
+                if self.handshake is not None:  # the last outcomes, before the service thread's next cycle
+                    self._take(self.handshake.events())
+                if self.confirm is not None:  # the input poller hands its last events over after its read
+                    time.sleep(2 * self.cfg.inputs.poll_ms / 1000)
+                return idle
+            time.sleep(0.005)
+
     def events(self) -> list[LineEvent]:
         with self._lock:
             out = list(self._events)
@@ -215,9 +246,11 @@ class LineLink:
                           unconfirmed_in_row=c.in_row, confirm_spurious=c.spurious)
         plc = {} if hs is None else {k: getattr(hs.plc, k) for k in ("ejected", "ejected_failsafe", "confirmed",
                                                                       "unconfirmed", "last_ejected_id")}
+        first = hs.plc_first if hs is not None else None
+        run = {} if first is None else {k: (getattr(hs.plc, k) - getattr(first, k)) & 0xFFFF for k in PLC_RUN_COUNTERS}
         return LineHealth(self.worker.link_up if self.worker else None, hs.plc_alive if hs else None,
                           self.state.name.capitalize(), hs.pending if hs else 0,
-                          counts, c.state if c else {}, plc, bool(c and c.line_stop))
+                          counts, c.state if c else {}, plc, bool(c and c.line_stop), run)
 
     # ---- the link's own threads ----
     def _service(self) -> None:
@@ -233,13 +266,13 @@ class LineLink:
                     self._raise("plc_link_lost", self.worker.last_error)
                 elif self.alarm is not None:
                     self.alarm.clear("plc_link_lost")
-                if self.state is StationState.INITIALIZED and self.worker.link_up:
+                if self.state is StationState.INITIALIZED and self.worker.link_up and self._running.is_set():
                     self._set_state(StationState.READY)
                 elif self.state is StationState.ERROR and self._healthy():
                     self._set_state(StationState.EXECUTING)
                 self._stop.wait(max(0.0, period - (self.clock.now() - t0)))
             if self.opcua is not None and next(self._ticks) % 50 == 0:  # counters at ~2 Hz
-                self._publish_counters()
+                self.opcua.set_counters(opcua_counters(self.snapshot().counts))
 
     def _poll_inputs(self) -> None:
         period = self.cfg.inputs.poll_ms / 1000
@@ -304,9 +337,10 @@ class LineLink:
     def _healthy(self) -> bool:
         return (self.worker is None or self.worker.link_up) and not (self.confirm and self.confirm.line_stop)
 
-    def _publish_counters(self) -> None:
-        snap = self.snapshot().counts
-        self.opcua.set_counters({"PartsInspected": snap.get("verdicts", 0), "PartsOK": snap.get("ok", 0),
-                                 "PartsNG": snap.get("ng", 0), "PartsFailsafe": snap.get("failsafe", 0),
-                                 "ResultsUndelivered": sum(v for k, v in snap.items() if k.startswith("undelivered:")),
-                                 "RejectsUnconfirmed": snap.get("rejects_unconfirmed", 0)})
+
+def opcua_counters(snap: dict[str, int]) -> dict[str, int]:
+    """The OPC UA Counters object from the link's counts (LineLink.snapshot().counts)."""
+    return {"PartsInspected": snap.get("verdicts", 0), "PartsOK": snap.get("ok", 0), "PartsNG": snap.get("ng", 0),
+            "PartsFailsafe": snap.get("failsafe", 0),
+            "ResultsUndelivered": sum(v for k, v in snap.items() if k.startswith("undelivered:")),
+            "RejectsUnconfirmed": snap.get("rejects_unconfirmed", 0)}

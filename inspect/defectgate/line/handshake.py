@@ -77,11 +77,13 @@ class Handshake:
         self._heartbeat, self._t_heartbeat = 0, clock.now()
         self.state = StationState.INITIALIZED
         self.plc = PlcBlock()
+        self.plc_first: PlcBlock | None = None  # the first block read: the PLC's counters before this run
+        self._trigger_came = threading.Condition(self._lock)
         self._plc_seen: tuple[int, float] | None = None  # (plc_heartbeat, when it last moved)
         self.plc_alive = False
         self._trigger_count: int | None = None
         self.counts = dict.fromkeys(("submitted", "delivered", "fifo_full", "ack_timeouts", "trigger_overruns",
-                                     "triggers"), 0)
+                                     "triggers", "triggers_lost"), 0)
 
     # ---- the station's side ----
     def submit(self, result: PartResult) -> bool:
@@ -103,6 +105,12 @@ class Handshake:
     def take_trigger(self) -> int | None:
         """The oldest acquisition ID the PLC triggered that no captured part has claimed yet."""
         with self._lock:
+            return self._triggers.popleft() if self._triggers else None
+
+    def wait_trigger(self, timeout_s: float) -> int | None:
+        """`take_trigger`, waiting up to `timeout_s` for the PLC's next trigger (line.trigger: plc)."""
+        with self._trigger_came:
+            self._trigger_came.wait_for(lambda: bool(self._triggers), timeout_s)
             return self._triggers.popleft() if self._triggers else None
 
     def set_flag(self, bit: StationBits, on: bool) -> None:
@@ -143,6 +151,8 @@ class Handshake:
     def take_plc(self, plc: PlcBlock, now: float) -> None:
         with self._lock:
             self.plc = plc
+            if self.plc_first is None:
+                self.plc_first = plc
             if self._fifo and plc.ack_seq == self._fifo[0].seq:
                 done = self._fifo.popleft()
                 self.counts["delivered"] += 1
@@ -188,10 +198,13 @@ class Handshake:
             return
         self.counts["triggers"] += new
         if new > 1:  # IDs of the triggers between two reads are gone: the PLC sees the error bit
+            self.counts["triggers_lost"] += new - 1
             self._overrun(now, f"{new - 1} trigger IDs between two reads")
         if len(self._triggers) == self._triggers.maxlen:
+            self.counts["triggers_lost"] += 1
             self._overrun(now, f"trigger {self._triggers[0]} never claimed by a captured part")
         self._triggers.append(plc.trigger_acq_id)
+        self._trigger_came.notify_all()
 
     def _overrun(self, now: float, detail: str) -> None:
         self.counts["trigger_overruns"] += 1

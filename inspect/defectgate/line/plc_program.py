@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
-from .block import PlcBits, PlcBlock, ResultCode, StationBits, decode_station, encode_plc
+from .block import PlcBits, PlcBlock, ResultCode, StationBits, StationState, decode_station, encode_plc
 
 REJECT_CODES = {ResultCode.NG, ResultCode.NG_FAILSAFE, ResultCode.NOT_JUDGED}
 
@@ -53,6 +53,7 @@ class PlcProgram:
     orphaned: int = 0
     overflowed: int = 0
     ejector_on: bool = False
+    vision_ready: bool = False  # the station's state word says Ready or Executing (the start interlock)
     _ejector_off_at: float = 0.0
     _last_seq: int = 0
     _confirm_windows: collections.deque = field(default_factory=collections.deque)  # (acq, t_fired)
@@ -93,6 +94,7 @@ class PlcProgram:
             self.plc.ack_seq = st.result_seq
         if st.status & StationBits.LINE_STOP:
             self.plc.plc_status |= PlcBits.LINE_STOPPED
+        self.vision_ready = st.state in (StationState.READY, StationState.EXECUTING)
         while self.register and encoder_ticks >= self.register[0].eject_at_ticks:  # step 2
             self._decide(self.register.popleft(), now)
         if self.ejector_on and now >= self._ejector_off_at:  # step 3
@@ -123,6 +125,10 @@ class PlcProgram:
         self.plc.ejected_failsafe = (self.plc.ejected_failsafe + failsafe) & 0xFFFF
         self.plc.last_ejected_id = part.acquisition_id
         self._confirm_windows.append((part.acquisition_id, now))
+
+    @property
+    def open_confirm_windows(self) -> int:
+        return len(self._confirm_windows)
 
     def summary(self) -> dict:
         rej = [d for d in self.decisions if d.rejected]

@@ -3,6 +3,11 @@ photo-eye that triggers the camera every `pitch_mm`, the PLC program of plc_prog
 every `scan_s`, the ejector output and a reject-confirm sensor that sees each rejected part
 `confirm_delay_ms` after the pulse, except for a fraction `confirm_miss_rate` of them.
 
+A run of a fixed length (`make demo-plc`): `parts` stops the photo-eye after that many parts, and
+`wait_for_station` keeps the belt still until the station's state word says Ready or Executing (the
+usual interlock: the line does not start before its vision system); `finished` then holds once every
+part has passed the ejector and every confirm window has closed.
+
 Modbus map (addresses from 0; `base` moves the result block):
     holding registers base..base+31   the result block (block.py; the station is the client)
     holding registers 40..41          encoder count, 32 bit, low word first (source.encoder)
@@ -35,7 +40,8 @@ class PlcSimulator:
                  ticks_per_mm: float = 10.0, camera_to_ejector_mm: float = 300.0, pitch_mm: float | None = 120.0,
                  scan_s: float = 0.002, pulse_ms: float = 30.0, confirm_delay_ms: float = 60.0,
                  confirm_miss_rate: float = 0.0, confirm_window_ms: tuple[float, float] = (20.0, 250.0),
-                 reject_without_result: bool = True, seed: int = 0, clock: Clock | None = None):
+                 reject_without_result: bool = True, seed: int = 0, clock: Clock | None = None,
+                 parts: int | None = None, wait_for_station: bool = False):
         if base <= ENCODER_REGISTER + 1 < base + BLOCK_WORDS or base <= ENCODER_REGISTER < base + BLOCK_WORDS:
             raise ConfigError(f"plc-sim --base {base}: the result block {base}..{base + BLOCK_WORDS - 1} overlaps the "
                               f"encoder registers {ENCODER_REGISTER}..{ENCODER_REGISTER + 1}; use 0 or >= 42")
@@ -53,7 +59,9 @@ class PlcSimulator:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sensor_pulses: list[float] = []  # start times of confirm-sensor pulses
-        self.running, self.bin_full, self.air_low = True, False, False
+        self.running, self.bin_full, self.air_low = not wait_for_station, False, False
+        self.parts, self.wait_for_station = parts, wait_for_station
+        self.triggered = 0
         self._ticks = 0.0
         self._next_trigger_mm = 0.0
         self._last_command = False
@@ -84,11 +92,15 @@ class PlcSimulator:
                 self._ticks += (now - self._t_last) * self.speed * self.ticks_per_mm
             self._t_last = now
             mm = self._ticks / self.ticks_per_mm
-            while self.pitch_mm is not None and self.running and mm >= self._next_trigger_mm:
+            while self.pitch_mm is not None and self.running and mm >= self._next_trigger_mm and not self._all_in():
                 self.program.trigger(int(self._next_trigger_mm * self.ticks_per_mm))
+                self.triggered += 1
                 self._next_trigger_mm += self.pitch_mm
-            station_words = self.server.read(self.base, STATION_WORDS)
-            command, _ = self.server.read(0, 2, fc=1)
+            station_words, coils = self.server.transact([(self.base, STATION_WORDS, 3), (0, 2, 1)])
+            if self.wait_for_station and not self.running and self.program.vision_ready:
+                self.running = True  # the start interlock (the last scan saw the station Ready): belt on
+                log.info("plc-sim: station ready, belt running")
+            command = coils[0]
             ejected_before = self.program.plc.ejected
             sensor = any(t <= now < t + CONFIRM_PULSE_S for t in self._sensor_pulses)
             self.program.set_inputs(self.running, self.bin_full, self.air_low)
@@ -104,10 +116,9 @@ class PlcSimulator:
             self._sensor_pulses = [t for t in self._sensor_pulses if now < t + CONFIRM_PULSE_S]
             levels = [sensor, self.bin_full, self.air_low, self.running]
             ticks = int(self._ticks) & 0xFFFFFFFF
-        self.server.write(self.base + STATION_WORDS, plc_words)
-        self.server.write(ENCODER_REGISTER, [ticks & 0xFFFF, ticks >> 16])
-        self.server.write(1, [self.program.ejector_on], fc=1)
-        self.server.write(0, levels, fc=2)
+        self.server.transact(writes=[(self.base + STATION_WORDS, plc_words, 3),
+                                     (ENCODER_REGISTER, [ticks & 0xFFFF, ticks >> 16], 3),
+                                     (1, [self.program.ejector_on], 1), (0, levels, 2)])
         self.scans += 1
 
     def _run(self) -> None:
@@ -120,9 +131,19 @@ class PlcSimulator:
                 return
             self._stop.wait(max(0.0, self.scan_s - (self.clock.now() - t0)))
 
+    def _all_in(self) -> bool:
+        return self.parts is not None and self.triggered >= self.parts
+
+    @property
+    def finished(self) -> bool:
+        """A run of `parts` parts is over: all triggered, all past the ejector, every confirm window closed."""
+        with self._lock:
+            return self._all_in() and not self.program.register and not self.program.open_confirm_windows
+
     def summary(self) -> dict:
         with self._lock:
-            return {**self.program.summary(), "confirm_sensor_misses": self.confirm_missed, "scans": self.scans}
+            return {**self.program.summary(), "confirm_sensor_misses": self.confirm_missed, "scans": self.scans,
+                    "decisions": [[d.acquisition_id, d.rejected, d.failsafe] for d in self.program.decisions]}
 
     def close(self) -> None:
         self._stop.set()

@@ -77,10 +77,14 @@ class Filters:
     max_conf: float = 1.0
     with_image: bool = True  # only parts whose image was kept (the rest cannot be reviewed)
     limit: int = 500
-    queue: str = "all"  # "all" parts, or only the "disagreements" of the live model and the shadow candidate
+    # "all" parts, only the "disagreements" of the live model and the shadow candidate, or the
+    # "unconfirmed" rejects (fired, but the confirm sensor did not see the part: line_events)
+    queue: str = "all"
 
 
-QUEUES = ("all", "disagreements")
+QUEUES = ("all", "disagreements", "unconfirmed")
+_UNCONFIRMED = ("EXISTS (SELECT 1 FROM line_events e WHERE e.run_id = parts.run_id AND e.part_id = parts.part_id "
+                "AND e.kind = 'reject_unconfirmed')")
 # the latest shadow row of each part (a replay or a restarted shadow may judge a part twice)
 _SHADOW_JOIN = ("LEFT JOIN shadow s ON s.id = (SELECT MAX(id) FROM shadow WHERE shadow.run_id = parts.run_id "
                 "AND shadow.part_id = parts.part_id)")
@@ -101,8 +105,9 @@ class ArchiveReader:
         try:
             with self._connect() as conn:
                 conn.execute("SELECT id FROM parts LIMIT 1").fetchall()
-                self.has_shadow = conn.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'shadow'").fetchone() is not None
+                self.has_shadow, self.has_line_events = (conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (t,)).fetchone() is not None
+                    for t in ("shadow", "line_events"))
         except sqlite3.Error as exc:
             raise ArchiveError(f"{self.db_path}: cannot read the parts table ({exc})") from exc
         self._from = _SELECT + (_SHADOW_JOIN if self.has_shadow else "LEFT JOIN (SELECT NULL AS model_version, "
@@ -178,6 +183,11 @@ class ArchiveReader:
                 raise ArchiveError(f"{self.db_path}: no shadow verdicts in this archive, so no disagreements; run the "
                                    "station with shadow.bundle set, or 'defectgate replay --models A B'")
             where.append("s.verdict IS NOT NULL AND s.verdict != parts.verdict")
+        if f.queue == "unconfirmed":
+            if not self.has_line_events:
+                raise ArchiveError(f"{self.db_path}: no line events in this archive (written before the line link, "
+                                   "schema 1), so no unconfirmed rejects; a station with line.confirm records them")
+            where.append(_UNCONFIRMED)
         if f.verdict in ("OK", "NG"):
             where.append("parts.verdict = ?")
             args.append(f.verdict)

@@ -2,27 +2,28 @@
 comments) or the env var DEFECTGATE_QA_USERS (`user:password,user2:password2`); there are no
 default credentials in code. A password may be stored hashed as
 `pbkdf2_sha256$<iterations>$<salt hex>$<hash hex>` (make one with `defectgate qa --hash-password`).
+Parsing and the password check are the runtime's (defectgate.users), the same as the OPC UA server's.
 
 The app refuses to listen on a non-loopback address without users: a review station on the plant
 network must not be open to anyone who finds the port."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
-import os
 import logging
-import secrets
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from defectgate import users as runtime_users
+from defectgate.errors import ConfigError
+from defectgate.users import hash_password  # noqa: F401  (the QA app's --hash-password)
 
 from .errors import AuthError
 
 log = logging.getLogger(__name__)
 
 ENV_USERS = "DEFECTGATE_QA_USERS"
-_PBKDF2 = "pbkdf2_sha256"
 
 
 @dataclass(frozen=True)
@@ -31,42 +32,14 @@ class Users:
     source: str
 
     def check(self, user: str, password: str) -> bool:
-        stored = self.entries.get(user)
-        if stored is None:
-            hmac.compare_digest(password, password)  # same work for unknown users
-            return False
-        if stored.startswith(_PBKDF2 + "$"):
-            _, iters, salt, digest = stored.split("$")
-            got = hashlib.pbkdf2_hmac("sha256", password.encode(), bytes.fromhex(salt), int(iters)).hex()
-            return hmac.compare_digest(got, digest)
-        return hmac.compare_digest(stored.encode(), password.encode())
-
-
-def hash_password(password: str, iterations: int = 200_000) -> str:
-    salt = secrets.token_bytes(16)
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations).hex()
-    return f"{_PBKDF2}${iterations}${salt.hex()}${digest}"
+        return runtime_users.check_password(self.entries.get(user), password)
 
 
 def parse_users(text: str, source: str, separator: str = "\n") -> dict[str, str]:
-    users: dict[str, str] = {}
-    for n, raw in enumerate(text.split(separator), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        user, sep, password = line.partition(":")
-        user = user.strip()
-        where = f"{source} line {n}" if separator == "\n" else f"{source} entry {n}"
-        if not sep or not user or not password:
-            # the line itself is not echoed: it may hold a password
-            missing = "the ':'" if not sep else "the user name" if not user else "the password"
-            raise AuthError(f"{where}: expected 'user:password' but {missing} is missing")
-        if password.startswith(_PBKDF2 + "$") and len(password.split("$")) != 4:
-            raise AuthError(f"{where}: malformed {_PBKDF2} hash for user {user!r}")
-        if user in users:
-            raise AuthError(f"{where}: user {user!r} is listed twice")
-        users[user] = password
-    return users
+    try:
+        return runtime_users.parse_users(text, source, separator)
+    except ConfigError as exc:  # the QA app's error type (its CLI and UI show it the same way)
+        raise AuthError(str(exc)) from None
 
 
 def load_users(auth_file: str | Path | None, environ: dict[str, str] | None = None) -> Users | None:

@@ -23,8 +23,10 @@ from .service import REVIEW_STATUSES, QAService  # noqa: E402
 
 ANY = "(any)"
 QUEUE_COLUMNS = ["row", "time", "line", "classes", "conf", "review"]
-# the queues a reviewer can work through: every part, or only where live model and shadow candidate disagree
-QUEUE_CHOICES = {"All parts": "all", "Disagreements (live vs candidate)": "disagreements"}
+# the queues a reviewer can work through: every part, only where live model and shadow candidate disagree,
+# or the rejects the line's confirm sensor did not see leave the belt
+QUEUE_CHOICES = {"All parts": "all", "Disagreements (live vs candidate)": "disagreements",
+                 "Unconfirmed rejects (line)": "unconfirmed"}
 
 # Keyboard: 1-4 decide, n/p next/previous, s suggest. Ignored while typing in a text field; the
 # annotator itself uses c, d, e, space and Delete (and stops those keys), so none of these clash.
