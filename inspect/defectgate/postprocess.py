@@ -61,13 +61,15 @@ def _decode_raw(raw: np.ndarray, num_classes: int, conf_threshold: float, iou_th
             f"model output has {raw.shape[0]} rows, yolo_raw with {num_classes} classes needs {4 + num_classes}; "
             "the sidecar does not match the model"
         )
-    scores_all = raw[4:]
-    class_id = scores_all.argmax(0)
-    conf = scores_all[class_id, np.arange(raw.shape[1])]
-    keep = conf >= conf_threshold
+    # the score threshold first: on a clean part no anchor passes it and no box arithmetic is done
+    keep = np.flatnonzero(raw[4:].max(0) >= conf_threshold)
+    if not len(keep):
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    scores = raw[4:, keep]
+    class_id = scores.argmax(0)
+    conf = scores[class_id, np.arange(len(keep))]
     cx, cy, w, h = raw[:4, keep]
-    xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1).reshape(-1, 4)
-    conf, class_id = conf[keep], class_id[keep]
+    xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
     idx = batched_nms(xyxy, conf, class_id, iou_threshold)[:max_det]
     return xyxy[idx], conf[idx], class_id[idx]
 
