@@ -177,6 +177,31 @@ def export_openvino_int8(bundle_dir: str | Path, calib_dir: str | Path, out_dir:
     return Int8Result(out, mode, fingerprint, len(calib), metrics)
 
 
+def calibrate_like_fp32(bundle_dir: str | Path, data: str | Path, split: str = "val", backend: str = "openvino") -> dict:
+    """The INT8 bundle's own operating point: per-class thresholds calibrated on `data`'s split through
+    the INT8 model, to the escape rate its FP32 source reached there (never above the FP32 target), so
+    that INT8 lets no more NG parts pass on that split than FP32 did; its overkill is what it costs.
+    Returns the evaluation ({} when the FP32 sidecar records no calibration to match)."""
+    from .datayaml import load_data_yaml
+    from .evaluate import evaluate_model
+    from .export import metrics_for_sidecar
+
+    bundle = load_bundle(bundle_dir)
+    source = bundle.sidecar.engine_info.get("source_metrics", {})
+    fp32_escape, target = source.get("escape_rate"), source.get("target_escape_rate")
+    if fp32_escape is None or target is None:
+        log.warning("%s: the FP32 bundle records no calibrated escape rate; INT8 keeps its thresholds", bundle.root)
+        return {}
+    goal = min(float(target), float(fp32_escape))
+    use = split if split in load_data_yaml(data).splits else "train"
+    ev = evaluate_model(bundle.root, data, use, target_escape=goal, backend=backend)
+    metrics = {**bundle.sidecar.metrics, **metrics_for_sidecar(ev), "fp32_escape_rate": fp32_escape}
+    write_sidecar(bundle.root, bundle.sidecar.model_copy(update={"class_thresholds": ev["thresholds"], "metrics": metrics}))
+    log.info("INT8 thresholds calibrated to escape <= %.4f (FP32's): escape %s, overkill %s", goal, ev["escape_rate"],
+             ev["overkill_rate"])
+    return ev
+
+
 # -- helpers -------------------------------------------------------------------------------------------------
 def _onnx_bundle(bundle_dir: str | Path) -> Bundle:
     bundle = load_bundle(bundle_dir)

@@ -68,6 +68,13 @@ def main(argv: list[str]) -> int:
         q = export_openvino_int8(r.bundle, a.calib or a.data, r.bundle.with_name(r.bundle.name + "-openvino-int8"),
                                  val_images=a.data, calib_limit=a.calib_images)
         print(f"openvino int8 bundle {q.bundle_dir}: {q.mode}, {q.calibration_images} calibration images, {q.metrics}")
+        if a.data and not a.no_calibrate:
+            from ..openvino_int8 import calibrate_like_fp32
+
+            e = calibrate_like_fp32(q.bundle_dir, a.data)
+            if e:
+                print(f"int8 val: mAP50 {e['map50']:.4f} escape {e['escape_rate']} overkill {e['overkill_rate']} "
+                      f"at its own thresholds {e['thresholds']} (escape target: FP32's)")
         return 0
     if a.int8:
         from ..quantize import quantize_bundle
