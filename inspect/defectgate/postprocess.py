@@ -26,15 +26,17 @@ def nms(xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarra
     if len(scores) == 0:
         return np.zeros(0, np.int64)
     x1, y1, x2, y2 = xyxy.T
-    areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    # np.maximum(., 0) rather than np.clip: the same values, without clip's per-call overhead (this loop
+    # runs once per kept box of every frame)
+    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
     order = scores.argsort()[::-1]
     keep = []
     while order.size:
         i = order[0]
         keep.append(i)
         rest = order[1:]
-        iw = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
-        ih = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
+        iw = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0)
+        ih = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
         inter = iw * ih
         iou = inter / (areas[i] + areas[rest] - inter + 1e-9)
         order = rest[iou <= iou_threshold]

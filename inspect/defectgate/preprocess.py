@@ -24,11 +24,10 @@ class LetterboxInfo:
     def to_source(self, xyxy: np.ndarray) -> np.ndarray:
         """Map input-pixel boxes back to source-image pixels, clipped to the image."""
         out = xyxy.astype(np.float32, copy=True)
-        out[:, [0, 2]] = (out[:, [0, 2]] - self.pad_x) / self.gain
-        out[:, [1, 3]] = (out[:, [1, 3]] - self.pad_y) / self.gain
         h, w = self.src_hw
-        out[:, [0, 2]] = out[:, [0, 2]].clip(0, w)
-        out[:, [1, 3]] = out[:, [1, 3]].clip(0, h)
+        x, y = out[:, 0::2], out[:, 1::2]  # views: x1, x2 and y1, y2
+        np.minimum(np.maximum((x - self.pad_x) / self.gain, 0, out=x), w, out=x)
+        np.minimum(np.maximum((y - self.pad_y) / self.gain, 0, out=y), h, out=y)
         return out
 
     def to_input(self, xyxy: np.ndarray) -> np.ndarray:
