@@ -108,9 +108,13 @@ def test_threshold_first_decode_equals_the_argmax_first_decode(seed):
         np.testing.assert_array_equal(got.xyxy, IDENT.to_source(xyxy))
 
 
-def test_a_clean_part_decodes_to_no_detections_without_box_arithmetic():
+def test_a_clean_part_decodes_to_empty_detections_of_the_right_shapes():
+    """The early return for a frame where no anchor passes the threshold, alone and among views."""
     raw = np.zeros((1, 7, 50), np.float32)
-    raw[0, :4] = np.nan  # boxes are never touched when no anchor passes the threshold
+    raw[0, :4] = 10.0
     raw[0, 4:] = 0.01
     got = decode(raw, OutputSpec(layout="yolo_raw", shape=[1, 7, 50]), 3, IDENT, 0.25, 0.45)
-    assert len(got) == 0 and got.xyxy.shape == (0, 4)
+    assert len(got) == 0 and got.xyxy.shape == (0, 4) and got.class_id.shape == (0,)
+    views = np.concatenate([raw, raw])  # two fused views, neither sees anything
+    fused = decode(views, OutputSpec(layout="yolo_raw", shape=[2, 7, 50]), 3, IDENT, 0.25, 0.45)
+    assert len(fused) == 0 and fused.xyxy.shape == (0, 4)
