@@ -98,8 +98,10 @@ def test_threshold_first_decode_equals_the_argmax_first_decode(seed):
     raw[0, 2:4] = rng.uniform(2, 40, (2, anchors))
     raw[0, 4:] = rng.beta(0.3, 3.0, (nc, anchors))  # mostly low scores, a few high: a real head's spread
     raw[0, 4 + 2, :7] = raw[0, 4 + 4, :7]  # ties between classes: argmax must pick the same one
+    raw[0, 4:, 20:23] = np.minimum(raw[0, 4:, 20:23], 0.5)
+    raw[0, 4 + 3, 20:23] = 0.5  # exactly at a threshold: kept (score >= threshold)
     spec = OutputSpec(layout="yolo_raw", shape=[1, 4 + nc, anchors])
-    for conf in (0.05, 0.3, 0.7):
+    for conf in (0.05, 0.3, 0.5, 0.7):
         got = decode(raw, spec, nc, IDENT, conf, 0.45, max_det=50)
         xyxy, score, cls = _decode_argmax_first(raw[0], nc, conf, 0.45, 50)
         assert len(got) == len(score) > 0

@@ -30,8 +30,16 @@ def test_int8_thresholds_are_calibrated_to_the_fp32_escape_rate(bundle, synth_da
     assert after.metrics["fp32_escape_rate"] == fp32.metrics["escape_rate"]
     assert after.sha256 == before.sha256  # the model file is untouched, the bundle still loads
 
+    # the goal is the lower of FP32's target and what FP32 reached: here FP32 did better than its target
+    side = read_sidecar(out / "model.json")
+    write_sidecar(out, side.model_copy(update={"engine_info": {
+        **side.engine_info, "source_metrics": {"escape_rate": 0.25, "target_escape_rate": 0.6}}}))
+    calibrate_like_fp32(out, synth_data)
+    assert load_bundle(out).sidecar.metrics["target_escape_rate"] == 0.25
+
     # an FP32 source that was never calibrated gives nothing to match: thresholds stay, and it says so
     side = read_sidecar(out / "model.json")
+    after = side
     write_sidecar(out, side.model_copy(update={"engine_info": {**side.engine_info, "source_metrics": {}}}))
     with caplog.at_level(logging.WARNING, logger="defectgate_training.openvino_int8"):
         assert calibrate_like_fp32(out, synth_data) == {}
