@@ -103,18 +103,24 @@ QA_HOST ?= 127.0.0.1
 QA_PORT ?= 7860
 QA_LABEL_DIR ?= datasets
 # bench: our station vs ultralytics (ONNX, OpenVINO FP32, OpenVINO INT8) on the same frames, each
-# engine in its own process, alternating rounds. Uses the demo bundle and weights (builds them if missing).
+# engine in its own process, alternating rounds, at the bundle's size and at 640 px (exported from the
+# same trained weights), one table of ratios; the CPU model and flags go into the JSON. Uses the demo
+# bundle and weights (builds them if missing); our INT8 bundles and the 640 px ones are exported into
+# runs/bench once. BENCH_ARGS="--isa AVX2" runs every engine as on a CPU without AVX-512/VNNI (oneDNN
+# cap), BENCH_ARGS="--soak-minutes 30" adds the soak (RSS slope over its second half).
 BENCH_MODEL ?= $(DEMO_DIR)/bundle
 BENCH_WEIGHTS ?= $(DEMO_DIR)/train/weights/best.pt
 BENCH_DATA ?= $(DEMO_DIR)/data/data.yaml
-BENCH_BACKEND ?= onnxruntime
+BENCH_OURS ?= onnxruntime,openvino,openvino:bf16,openvino-int8,openvino-int8:bf16,openvino-int8@2
+BENCH_SIZES ?= bundle,640
 BENCH_FRAMES ?= 200
 BENCH_ROUNDS ?= 3
+BENCH_JSON ?= runs/bench/bench.json
 bench: setup
 	@test -f $(BENCH_MODEL)/model.json || $(MAKE) demo
-	$(DG) bench --model $(BENCH_MODEL) --frames $(BENCH_FRAMES) --rounds $(BENCH_ROUNDS) --backend $(BENCH_BACKEND) \
-		$(if $(wildcard $(BENCH_WEIGHTS)),--weights $(BENCH_WEIGHTS) --data $(BENCH_DATA),) \
-		--out runs/bench --json runs/bench/bench-$(BENCH_BACKEND).json $(BENCH_ARGS)
+	$(DG) bench --model $(BENCH_MODEL) --frames $(BENCH_FRAMES) --rounds $(BENCH_ROUNDS) --ours $(BENCH_OURS) \
+		--sizes $(BENCH_SIZES) $(if $(wildcard $(BENCH_WEIGHTS)),--weights $(BENCH_WEIGHTS) --data $(BENCH_DATA),) \
+		--out runs/bench --json $(BENCH_JSON) $(BENCH_ARGS)
 
 QA_ARCHIVE ?= $(DEMO_DIR)/station/archive
 qa: setup

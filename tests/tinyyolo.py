@@ -19,9 +19,10 @@ CLASSES = ["scratch", "dent", "stain"]
 
 
 def export_tiny_yolo(out_dir: Path, classes: list[str] = CLASSES, imgsz: int = IMGSZ,
-                     bn_batches: tuple[int, int] = (4, 4)) -> Path:
+                     bn_batches: tuple[int, int] = (4, 4), batch: int = 1) -> Path:
     """YOLO11n from its YAML with len(classes) classes, exported to ONNX at `imgsz` (no downloads).
-    `bn_batches` = (how many, batch size) of random batches that re-estimate the BatchNorm statistics."""
+    `bn_batches` = (how many, batch size) of random batches that re-estimate the BatchNorm statistics;
+    the weights depend on them only (seeded), so exports at another static `batch` are the same network."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
     torch = pytest.importorskip("torch", reason="exporting the test model needs the [train] extra")
@@ -46,7 +47,8 @@ def export_tiny_yolo(out_dir: Path, classes: list[str] = CLASSES, imgsz: int = I
             net(torch.rand(bn_batches[1], 3, imgsz, imgsz))
     net.eval()
     with contextlib.chdir(out_dir):  # the export lands next to the YAML's name, i.e. in the cwd
-        onnx = model.export(format="onnx", imgsz=imgsz, opset=17, simplify=False, dynamic=False, verbose=False)
+        onnx = model.export(format="onnx", imgsz=imgsz, opset=17, simplify=False, dynamic=False, verbose=False,
+                            batch=batch)
     return (out_dir / onnx).resolve()
 
 

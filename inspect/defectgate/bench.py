@@ -1,232 +1,53 @@
 """The runtime benchmark behind `defectgate bench` and `make bench`.
 
-Every engine is timed in its own subprocess, and the engines take turns in alternating rounds:
-engines that share a process fight over threads and distort each other, and a shared machine's
-load drifts; the figure kept per engine is the best (lowest) per-round median.
+Every engine is timed in its own subprocess (bench_workers.py), and the engines take turns in
+alternating rounds: engines that share a process fight over threads and distort each other, and a
+shared machine's load drifts. Our station's figures are its best round's; every ratio against
+ultralytics is taken within one round (ours and theirs measured back to back) and the median over the
+rounds is reported, so load drift between rounds cancels.
 
-Workers (each a `python -m defectgate.bench worker ...` process):
-  ours             our station on the bundle with `--backend`: raw `backend.infer` time, full
-                   per-frame `Inspector.step` time (Detector: letterbox + infer + decode/NMS; + decision),
-                   pipelined throughput of the threaded station (file replay, no frame dropped),
-                   fire-time error under that inference load (every part fired, at least `--pulses`
-                   of them; timed by the station's thread or by the timing process, `--timing`), peak RSS
-  ultra_onnx       ultralytics `YOLO(model.onnx).predict` on the same frames
-  ultra_openvino   ultralytics predict on its own OpenVINO export of `--weights` (FP32)
-  ultra_openvino_int8  the same with ultralytics' `int8=True` export, calibrated offline on `--data`
-The ultralytics workers import ultralytics inside the worker only; the runtime never does.
+What is measured, per input size (the bundle's, and e.g. 640 px exported from the same weights):
+  ours      each configuration in `ours`: onnxruntime, openvino (FP32), openvino-int8 (our NNCF INT8
+            bundle); "@N" runs OpenVINO with N streams (model.streams), ":bf16" with bf16 compute
+  ultra_onnx / ultra_openvino / ultra_openvino_int8
+            ultralytics predict on our ONNX file, on its own OpenVINO FP32 export and on its own INT8
+            (`int8=True`, NNCF, calibrated on `--data`) export of `--weights`
+Bundles the run needs and was not given (another size, our INT8) are exported into `out_dir` once
+(`defectgate export`, the [train] extra) and reused by later runs.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import platform
-import resource
+import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
+from .bench_workers import MemorySource, machine, make_frames, worker_main  # noqa: F401 (bench API)
 
-WARMUP = 5
-
-
-def _p(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
+ULTRA = {"ultra_onnx": ("ultralytics_ms_p50", "ultralytics+onnxruntime", "fp32"),
+         "ultra_openvino": ("ultralytics_openvino_ms_p50", "ultralytics+openvino", "fp32"),
+         "ultra_openvino_int8": ("ultralytics_openvino_int8_ms_p50", "ultralytics+openvino", "int8")}
+INT8 = "openvino-int8"
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
-def _current_rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-
-
-def make_frames(folder: Path, n: int, hw: tuple[int, int] = (240, 320), seed: int = 7) -> Path:
-    """N synthetic part images (the same for every engine), written once."""
-    from . import synthparts
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        path = folder / f"frame_{i:05d}.png"
-        if not path.exists():
-            cv2.imwrite(str(path), synthparts.render_scene(seed * 100_003 + i, hw, 0.5).image)
-    return folder
-
-
-def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                            "cpus": os.cpu_count(), "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("Model name", "CPU(s)", "Thread(s) per core", "Flags"):
-                value = value.strip()
-                if key.strip() == "Flags":
-                    value = " ".join(f for f in value.split() if f.startswith(("avx", "amx", "vnni")))
-                info[key.strip()] = value
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return info
-
-
-class MemorySource:
-    """Frames already decoded in memory, handed out as fast as they are read: a camera that
-    delivers raw frames costs the station nothing to decode, so neither does this source (a
-    file:// replay would add PNG decoding to the capture thread)."""
-
-    def __init__(self, images: list[np.ndarray], clock: Any, loops: int = 1):
-        self.uri, self.images, self.clock, self.loops = "memory://bench", images, clock, loops
-        self.exhausted = False
-        self.hw = images[0].shape[:2]
-        self._seq = 0
-
-    def read(self, timeout: float):
-        from .types import Frame
-
-        if self._seq >= len(self.images) * self.loops:
-            self.exhausted = True
-            return None
-        img = self.images[self._seq % len(self.images)]
-        frame = Frame(image=img, t_capture=self.clock.now(), seq=self._seq, part_id=self._seq, source=self.uri)
-        self._seq += 1
-        return frame
-
-    def close(self) -> None:
-        self.exhausted = True
-
-
-# ----------------------------------------------------------------------------------- workers
-def worker_ours(bundle: str, frames_dir: str, backend: str, threads: int, fire_load: bool = True,
-                timing: str = "thread", pulses: int = 0) -> dict:
-    from .bundle import load_bundle
-    from .clock import MonotonicClock
-    from .config import load_config
-    from .station import build_inspector, build_station
-
-    images = [cv2.imread(str(p)) for p in sorted(Path(frames_dir).glob("*.png"))]
-    b = load_bundle(bundle)
-    clock = MonotonicClock()
-    # "openvino:bf16" / "openvino:f16": OpenVINO with that inference precision (model.compute_precision)
-    backend, _, ov_precision = backend.partition(":")
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(None, [
-            f"model.bundle={bundle}", f"model.backend={backend}", f"model.threads={threads}",
-            f"model.compute_precision={ov_precision or 'f32'}",
-            f"station.run_dir={tmp}", f"source.uri=file://{Path(frames_dir).resolve()}?speed=max",
-            "pipeline.overflow=block", "archive.enabled=false", "alarm.kind=none",
-            # pulses 0.5 s after capture: they fall while the following frames are being inferred
-            "conveyor.belt_speed_mm_s=600", "conveyor.camera_to_ejector_mm=300",
-            # issue #23: the pulses timed by a process of their own (line/timing_process.py), or by the station
-            f"line.timing.process={'true' if timing == 'process' else 'false'}",
-        ])
-        inspector = build_inspector(cfg, clock, b)
-        raw, step = [], []
-        from .types import Frame
-
-        batches = [inspector.prepare(img)[0].copy() for img in images]
-        # interleaved, frame by frame: raw engine time on ready input, then the whole per-frame path
-        # on the same frame, so that both see the same machine load (a shared machine drifts)
-        for i, (batch, img) in enumerate(zip(batches, images)):
-            t = time.perf_counter()
-            inspector.infer(batch)
-            t1 = time.perf_counter()
-            inspector.step(Frame(image=img, t_capture=clock.now(), seq=i, part_id=i))
-            t2 = time.perf_counter()
-            if i >= WARMUP:
-                raw.append((t1 - t) * 1000)
-                step.append((t2 - t1) * 1000)
-        # pipelined: the threaded station judges the frames as fast as it can (no frame dropped)
-        name = inspector.backend.name
-        inspector.close()
-        loops = max(1, -(-pulses // len(images)))  # the frames again until there are `pulses` parts to fire
-        built = build_station(cfg, clock, source=MemorySource(images, clock, loops))
-        # fire for every part, whatever its verdict: the timing thread is measured under the full load
-        resolve = built.station.scheduler.resolve
-        built.station.scheduler.resolve = lambda part, reject, now: resolve(part, True, now)  # type: ignore[method-assign]
-        decided: list[float] = []
-        built.station.on_verdict = lambda v: decided.append(time.perf_counter())
-        stats = built.station.run()  # returns after the last part reached the ejector (seconds later)
-        built.close()
-    # throughput: frames judged per second from the start to the last verdict (not to the last pulse)
-    fps = (len(decided) - 1) / (decided[-1] - decided[0]) if len(decided) > 1 else float("nan")
-    raw_p50 = _p(raw, 50)
-    side = b.sidecar
-    errors = [abs(e) for e in stats.fire_errors_ms]
-    return {
-        "engine": name, "precision": side.precision, "model_engine": side.engine, "imgsz": list(side.input.imgsz),
-        "raw_ms_p50": raw_p50, "raw_ms_p90": _p(raw, 90), "pipeline_ms_p50": _p(step, 50), "pipeline_ms_p90": _p(step, 90),
-        "throughput_fps": fps, "throughput_ratio": fps * raw_p50 / 1000.0,
-        "fire_error_ms_p50": _p(errors, 50), "fire_error_ms_p99": _p(errors, 99), "fires": len(errors),
-        "timing": timing, "missed_fires": stats.missed_fires, "rss_mb": _rss_mb(),
-    }
-
-
-def worker_ultralytics(model: str, frames_dir: str, imgsz: int, conf: float) -> dict:
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    from ultralytics import YOLO  # the bench worker only; never the runtime
-
-    images = [cv2.imread(str(p)) for p in sorted(Path(frames_dir).glob("*.png"))]
-    yolo = YOLO(model, task="detect")
-    times = []
-    for i, img in enumerate(images):
-        t = time.perf_counter()
-        yolo.predict(img, imgsz=imgsz, conf=conf, verbose=False)
-        if i >= WARMUP:
-            times.append((time.perf_counter() - t) * 1000)
-    return {"ms_p50": _p(times, 50), "ms_p90": _p(times, 90), "rss_mb": _rss_mb()}
-
-
-def worker_soak(bundle: str, frames_dir: str, backend: str, threads: int, minutes: float) -> dict:
-    """Replay the frames in a loop through the full station for `minutes`, sampling RSS."""
-    import threading
-
-    from .clock import MonotonicClock
-    from .config import load_config
-    from .station import build_station
-
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(None, [
-            f"model.bundle={bundle}", f"model.backend={backend}", f"model.threads={threads}",
-            f"station.run_dir={tmp}", f"source.uri=file://{Path(frames_dir).resolve()}?speed=max&loop=1000000",
-            "pipeline.overflow=block", "alarm.kind=none", "archive.ok_sample_rate=0.01", "archive.quota_mb=50",
-        ])
-        clock = MonotonicClock()
-        images = [cv2.imread(str(p)) for p in sorted(Path(frames_dir).glob("*.png"))]
-        built = build_station(cfg, clock, source=MemorySource(images, clock, loops=1 << 40))
-        samples: list[tuple[float, float]] = []
-        t0 = time.perf_counter()
-        runner = threading.Thread(target=built.station.run, daemon=True)
-        runner.start()
-        while time.perf_counter() - t0 < minutes * 60:
-            time.sleep(min(10.0, minutes * 60 / 30))
-            samples.append(((time.perf_counter() - t0) / 60, _current_rss_mb()))
-        built.station.stop.set()
-        runner.join(30)
-        parts = built.station.stats.parts_total
-        built.close()
-    half = samples[len(samples) // 2:] or samples
-    slope = float(np.polyfit([s[0] for s in half], [s[1] for s in half], 1)[0]) if len(half) >= 2 else float("nan")
-    return {"soak_minutes": minutes, "parts": parts, "rss_mb_start": samples[0][1] if samples else None,
-            "rss_mb_end": samples[-1][1] if samples else None, "rss_slope_mb_per_min": slope,
-            "samples": samples}
-
-
-# ------------------------------------------------------------------------------ orchestration
-def _spawn(args: list[str], timeout: float = 1800) -> dict:
+def _spawn(args: list[str], timeout: float = 1800, env: dict[str, str] | None = None) -> dict:
     cmd = [sys.executable, "-m", "defectgate.bench", "worker", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return {"error": " | ".join(tail) or f"exit {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _run_script(script: str, what: str) -> str | None:
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        return f"{what} failed: " + " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])
+    return None
 
 
 def export_ultralytics_openvino(weights: Path, imgsz: int, out: Path, int8: bool, data: str | None) -> Path | str:
@@ -244,92 +65,173 @@ def export_ultralytics_openvino(weights: Path, imgsz: int, out: Path, int8: bool
         + (f"data={data!r}, fraction=1.0, " if int8 else "") + "verbose=False);"
         f"shutil.rmtree({str(dst)!r}, ignore_errors=True); shutil.copytree(p, {str(dst)!r}); print(p)"
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=3600)
-    if proc.returncode != 0:
-        return "export failed: " + " | ".join((proc.stderr or "").strip().splitlines()[-2:])
-    return dst
+    return _run_script(script, f"ultralytics {tag} export") or dst
+
+
+def export_ours(weights: Path | None, data: str | None, imgsz: int, out: Path, fp32: Path | None,
+                int8: bool) -> Path | str:
+    """Our bundle at `imgsz` (FP32 from the weights, or the NNCF INT8 OpenVINO bundle of `fp32`), cached
+    in `out`; the bundle folder or why it cannot be made here."""
+    dst = out / (f"ours-int8-{imgsz}" if int8 else f"ours-fp32-{imgsz}")
+    if (dst / "model.json").is_file():
+        return dst
+    if not _has("defectgate_training"):
+        return "needs the [train] extra to export it (pip install 'defectgate[train]')"
+    if int8:
+        if not data or fp32 is None:
+            return "our INT8 bundle needs --data (calibration images) and an FP32 bundle"
+        script = ("from defectgate_training.openvino_int8 import export_openvino_int8;"
+                  f"export_openvino_int8({str(fp32)!r}, {data!r}, {str(dst)!r}, calib_limit=300)")
+        return _run_script(script, "INT8 export") or dst
+    if weights is None:
+        return "no --weights given"
+    script = ("from defectgate_training.export import export_bundle;"
+              f"export_bundle({str(weights)!r}, {str(dst)!r}, data={data!r}, imgsz={imgsz}, calibrate=False)")
+    return _run_script(script, f"{imgsz} px export") or dst
+
+
+def _our_config(spec: str) -> tuple[str, str, int]:
+    """'openvino-int8@2' -> (which bundle: fp32 | int8, backend, streams)."""
+    name, _, streams = spec.partition("@")
+    which = "int8" if name.startswith(INT8) else "fp32"
+    backend = "openvino" + name[len(INT8):] if which == "int8" else name
+    return which, backend, int(streams or 1)
+
+
+def _plan_size(size: int | None, b: Any, args: dict, out_dir: Path, frames_dir: Path, log) -> tuple[dict, dict]:
+    """The engines to time at one input size (None: the bundle's own) and what cannot be timed, and why."""
+    from .bundle import load_bundle
+
+    weights, data, threads, int8_model = args["weights"], args["data"], args["threads"], args["int8"]
+    imgsz = int(size or b.sidecar.input.imgsz[0])
+    fp32: Path | str = b.root if size is None else export_ours(weights, data, imgsz, out_dir, None, False)
+    bundles: dict[str, Path | str] = {"fp32": fp32}
+    if any(_our_config(c)[0] == "int8" for c in args["ours"]):
+        given = Path(int8_model) if int8_model and size is None else None
+        bundles["int8"] = given or (export_ours(weights, data, imgsz, out_dir, fp32, True)
+                                    if isinstance(fp32, Path) else f"no FP32 bundle at {imgsz} px: {fp32}")
+    engines, skipped = {}, {}
+    for spec in args["ours"]:
+        which, backend, streams = _our_config(spec)
+        path = bundles[which]
+        if isinstance(path, str):
+            skipped[f"ours:{spec}"] = path
+            continue
+        engines[f"ours:{spec}"] = ["ours", str(path), str(frames_dir), backend, str(threads), str(streams),
+                                   args["timing"], str(args["pulses"])]
+    if not _has("ultralytics"):
+        return engines, {**skipped, **{k: "ultralytics not installed" for k in ULTRA}}
+    if isinstance(fp32, Path):
+        fb = load_bundle(fp32)
+        onnx = fb.model_path if fb.model_path.suffix == ".onnx" else fb.root / "model.onnx"  # an IR keeps its ONNX
+        conf = str(fb.sidecar.conf_threshold)
+        if onnx.is_file():
+            engines["ultra_onnx"] = ["ultra", str(onnx), str(frames_dir), str(imgsz), conf]
+        else:
+            skipped["ultra_onnx"] = f"no ONNX file in {fb.root}"
+    for key, int8 in (("ultra_openvino", False), ("ultra_openvino_int8", True)):
+        if weights is None:
+            skipped[key] = "no --weights given"
+            continue
+        log(f"{imgsz} px: ultralytics OpenVINO {'INT8' if int8 else 'FP32'} export of {weights} ...")
+        model = export_ultralytics_openvino(weights, imgsz, out_dir, int8, data)
+        if isinstance(model, str):
+            skipped[key] = model
+        else:
+            engines[key] = ["ultra", str(model), str(frames_dir), str(imgsz), str(b.sidecar.conf_threshold)]
+    return engines, skipped
 
 
 def run(bundle: Path, frames: int, backend: str, threads: int, rounds: int, weights: Path | None,
-        data: str | None, out_dir: Path, soak_minutes: float = 0.0, log=print, timing: str = "thread",
+        data: str | None, out_dir: Path, soak_minutes: float = 0.0, log=print, *, ours: list[str] | None = None,
+        sizes: list[int | None] | None = None, int8: str | None = None, isa: str = "", timing: str = "thread",
         pulses: int = 200) -> dict:
+    """`ours`: our configurations (default: `backend` alone); `sizes`: input sizes, None for the
+    bundle's own; `int8`: our INT8 bundle at the bundle's size (else exported when needed); `isa`: a
+    oneDNN ISA cap (e.g. AVX2) for every worker, so that OpenVINO runs as on a CPU without AVX-512;
+    `timing`: who times the pulses (the station's thread, or the timing process of issue #23), at least
+    `pulses` of them per run (every part is fired)."""
     from .bundle import load_bundle
 
     b = load_bundle(bundle)
+    env = {**os.environ, **({"ONEDNN_MAX_CPU_ISA": isa} if isa else {})}
     host = machine()  # load average at the start: this machine may be shared
-    imgsz = int(b.sidecar.input.imgsz[0])
+    if isa:
+        host["onednn_max_cpu_isa"] = isa
     frames_dir = make_frames(out_dir / "frames", frames)
-    engines: dict[str, list[str]] = {"ours": ["ours", str(bundle), str(frames_dir), backend, str(threads), timing,
-                                              str(pulses)]}
-    skipped: dict[str, str] = {}
-    if _has("ultralytics"):
-        onnx = b.model_path if b.model_path.suffix == ".onnx" else b.root / "model.onnx"  # an IR bundle keeps its ONNX
-        if onnx.is_file():
-            engines["ultra_onnx"] = ["ultra", str(onnx), str(frames_dir), str(imgsz), str(b.sidecar.conf_threshold)]
-        else:
-            skipped["ultra_onnx"] = f"no ONNX file in {b.root}"
-        if weights is None:
-            skipped["ultra_openvino"] = skipped["ultra_openvino_int8"] = "no --weights given"
-        else:
-            for int8 in (False, True):
-                key = "ultra_openvino_int8" if int8 else "ultra_openvino"
-                log(f"exporting ultralytics OpenVINO {'INT8' if int8 else 'FP32'} from {weights} ...")
-                model = export_ultralytics_openvino(weights, imgsz, out_dir, int8, data)
-                if isinstance(model, str):
-                    skipped[key] = model
-                else:
-                    engines[key] = ["ultra", str(model), str(frames_dir), str(imgsz), str(b.sidecar.conf_threshold)]
-    else:
-        skipped["ultra_onnx"] = skipped["ultra_openvino"] = skipped["ultra_openvino_int8"] = "ultralytics not installed"
-    per_round: dict[str, list[dict]] = {k: [] for k in engines}
+    args = {"weights": weights, "data": data, "threads": threads, "int8": int8, "ours": ours or [backend],
+            "timing": timing, "pulses": pulses}
+    plans = {size: _plan_size(size, b, args, out_dir, frames_dir, log) for size in (sizes or [None])}
+    per_round: dict[tuple, list[dict]] = {(s, k): [] for s, (engines, _) in plans.items() for k in engines}
     for r in range(rounds):
-        order = list(engines) if r % 2 == 0 else list(engines)[::-1]  # alternate who goes first
-        for key in order:
-            res = _spawn(engines[key])
-            per_round[key].append(res)
-            log(f"round {r + 1}/{rounds} {key}: {_short(res)}")
-
-    def best(key: str, field: str) -> dict | None:
-        ok = [x for x in per_round.get(key, []) if "error" not in x]
-        return min(ok, key=lambda x: x[field]) if ok else None
-
-    ours = best("ours", "pipeline_ms_p50")
-    if ours is None:
-        raise RuntimeError(f"our worker failed: {per_round['ours']}")
-    # every ratio from one round (the one with the best per-frame time): never mix rounds
+        for size, (engines, _) in plans.items():
+            order = list(engines) if r % 2 == 0 else list(engines)[::-1]  # alternate who goes first
+            for key in order:
+                res = _spawn(engines[key], env=env)
+                per_round[(size, key)].append(res)
+                log(f"round {r + 1}/{rounds} {size or 'bundle'} {key}: {_short(res)}")
+    rows = [_row(size, key, per_round, plans[size][0]) for size, (engines, _) in plans.items()
+            for key in engines if key.startswith("ours:")]
+    rows = [row for row in rows if row is not None]
+    if not rows:
+        raise RuntimeError(f"no run of our station succeeded: {per_round}")
+    first = rows[0]
     result: dict[str, Any] = {
         "machine": {**host, "loadavg_end": [round(x, 2) for x in os.getloadavg()]}, "bundle": str(bundle),
-        "frames": frames, "rounds": rounds, "imgsz": imgsz,
-        "engine": ours["engine"], "precision": ours["precision"],
-        "raw_ms_p50": round(ours["raw_ms_p50"], 3), "pipeline_ms_p50": round(ours["pipeline_ms_p50"], 3),
-        "overhead_ratio": round(ours["pipeline_ms_p50"] / ours["raw_ms_p50"], 4),
-        "throughput_fps": round(ours["throughput_fps"], 2),
-        "fire_error_ms_p50": round(ours["fire_error_ms_p50"], 3), "fire_error_ms_p99": round(ours["fire_error_ms_p99"], 3),
-        "fires": ours["fires"], "timing": ours["timing"], "missed_fires": ours["missed_fires"],
-        "rss_mb": round(max(x["rss_mb"] for x in per_round["ours"] if "error" not in x), 1),
-        "figures": {"ours": {"engine": ours["engine"], "precision": ours["precision"],
+        "frames": frames, "rounds": rounds, **{k: v for k, v in first.items() if k != "ultralytics"},
+        "figures": {"ours": {"engine": first["engine"], "precision": first["precision"],
                              "what": "Inspector.step: letterbox + infer + decode/NMS + decision"}},
-        "skipped": skipped, "rounds_detail": per_round,
+        "matrix": rows, "skipped": dict(plans[next(iter(plans))][1]),
+        "not_measured": {f"{s or 'bundle'} {k}": why for s, (_, sk) in plans.items() for k, why in sk.items()},
+        "rounds_detail": [{"size": s, "engine": k, "rounds": v} for (s, k), v in per_round.items()],
     }
-    result["throughput_ratio"] = round(result["throughput_fps"] * ours["raw_ms_p50"] / 1000.0, 4)
-    names = {"ultra_onnx": ("ultralytics_ms_p50", "ultralytics+onnxruntime", "fp32"),
-             "ultra_openvino": ("ultralytics_openvino_ms_p50", "ultralytics+openvino", "fp32"),
-             "ultra_openvino_int8": ("ultralytics_openvino_int8_ms_p50", "ultralytics+openvino", "int8")}
-    compute = _openvino_cpu_default_precision()
-    for key, (field, engine, precision) in names.items():
-        if key == "ultra_openvino" and compute not in ("", "f32"):
-            precision = f"fp32 weights, {compute} compute (OpenVINO's CPU default on this machine)"
-        res = best(key, "ms_p50")
-        if res is not None:
-            result[field] = round(res["ms_p50"], 3)
-            result["figures"][field] = {"engine": engine, "precision": precision,
+    for key, (field, engine, precision) in ULTRA.items():  # the first size's, at the top level as before
+        if key in first["ultralytics"]:
+            fig = first["ultralytics"][key]
+            result[field] = fig["ms_p50"]
+            result[field.replace("_ms_p50", "_over_ours")] = fig["over_ours"]
+            result["figures"][field] = {"engine": engine, "precision": _ultra_precision(key, precision),
                                         "what": "YOLO.predict: its preprocess + infer + NMS"}
-            result[field.replace("_ms_p50", "_over_ours")] = round(res["ms_p50"] / result["pipeline_ms_p50"], 3)
     if soak_minutes > 0:
         log(f"soak: {soak_minutes} min replay ...")
-        result["soak"] = _spawn(["soak", str(bundle), str(frames_dir), backend, str(threads), str(soak_minutes)],
-                                timeout=soak_minutes * 60 + 600)
+        _, soak_backend, streams = _our_config(args["ours"][0])
+        result["soak"] = _spawn(["soak", str(bundle), str(frames_dir), soak_backend, str(threads), str(soak_minutes),
+                                 str(streams)], timeout=soak_minutes * 60 + 600, env=env)
     return result
+
+
+def _row(size: int | None, key: str, per_round: dict, engines: dict) -> dict | None:
+    """Our configuration's figures (its best round) and, per ultralytics engine, the median over rounds
+    of ultralytics' time / ours in the same round."""
+    runs = per_round[(size, key)]
+    ok = [x for x in runs if "error" not in x]
+    if not ok:
+        return None
+    best = min(ok, key=lambda x: x["pipeline_ms_p50"])
+    row = {"size": size or "bundle", "config": key.split(":", 1)[1], "imgsz": best["imgsz"][0],
+           "engine": best["engine"], "precision": best["precision"], "views": best["views"], "streams": best["streams"],
+           **{k: round(best[k], 3) for k in ("raw_ms_p50", "pipeline_ms_p50", "fixed_ms_p50", "throughput_fps",
+                                             "fire_error_ms_p50", "fire_error_ms_p99", "engine_busy")},
+           "overhead_ratio": round(best["pipeline_ms_p50"] / best["raw_ms_p50"], 4),
+           "throughput_ratio": round(best["throughput_fps"] * best["raw_ms_p50"] / 1000.0, 4),
+           "fires": best["fires"], "timing": best.get("timing", "thread"), "missed_fires": best.get("missed_fires"),
+           "rss_mb": round(max(x["rss_mb"] for x in ok), 1), "ultralytics": {}}
+    for ukey in ULTRA:
+        if ukey not in engines:
+            continue
+        theirs = per_round[(size, ukey)]
+        pairs = [t["ms_p50"] / o["pipeline_ms_p50"] for o, t in zip(runs, theirs) if "error" not in o and "error" not in t]
+        good = [t["ms_p50"] for t in theirs if "error" not in t]
+        if pairs:
+            row["ultralytics"][ukey] = {"ms_p50": round(min(good), 3), "over_ours": round(statistics.median(pairs), 3)}
+    return row
+
+
+def _ultra_precision(key: str, precision: str) -> str:
+    compute = _openvino_cpu_default_precision() if key == "ultra_openvino" else ""
+    if compute not in ("", "f32"):
+        return f"fp32 weights, {compute} compute (OpenVINO's CPU default on this machine)"
+    return precision
 
 
 def _openvino_cpu_default_precision() -> str:
@@ -351,41 +253,40 @@ def _has(module: str) -> bool:
 def _short(res: dict) -> str:
     if "error" in res:
         return "ERROR " + res["error"][:200]
-    keys = ("raw_ms_p50", "pipeline_ms_p50", "throughput_fps", "fire_error_ms_p99", "ms_p50")
+    keys = ("raw_ms_p50", "pipeline_ms_p50", "fixed_ms_p50", "throughput_fps", "fire_error_ms_p99", "ms_p50")
     return " ".join(f"{k}={res[k]:.2f}" for k in keys if k in res)
 
 
 def table(r: dict) -> str:
-    rows = [("engine / precision", f"{r['engine']} / {r['precision']}"), ("input size", r["imgsz"]),
-            ("raw infer p50 ms", r["raw_ms_p50"]), ("pipeline per frame p50 ms", r["pipeline_ms_p50"]),
-            ("overhead ratio (target <= 1.05)", r["overhead_ratio"]),
-            ("pipelined fps", r["throughput_fps"]), ("throughput ratio (target >= 0.95)", r["throughput_ratio"]),
-            (f"fire error p50 / p99 ms, {r['timing']} timing, {r['fires']} pulses (target p99 <= 0.1)",
-             f"{r['fire_error_ms_p50']} / {r['fire_error_ms_p99']} ({r['missed_fires']} windows missed)"),
-            ("peak RSS MB", r["rss_mb"])]
-    for field in ("ultralytics_ms_p50", "ultralytics_openvino_ms_p50", "ultralytics_openvino_int8_ms_p50"):
-        if field in r:
-            fig = r["figures"][field]
-            rows.append((f"{field} ({fig['engine']} {fig['precision']})", r[field]))
-    for key, why in r.get("skipped", {}).items():
-        rows.append((f"{key}", f"not measured: {why}"))
+    """One table: a row per (size, our configuration), ultralytics' time over ours in the last columns."""
+    m = r["machine"]
+    feats = ", ".join(k for k, v in m.get("cpu_features", {}).items() if v) or "?"
+    cap = f", oneDNN ISA capped at {m['onednn_max_cpu_isa']}" if m.get("onednn_max_cpu_isa") else ""
+    head = [f"{m.get('Model name', '?')} ({m.get('cpus')} CPUs; {feats}{cap}); load {m.get('loadavg_1_5_15')}",
+            "ratios: ultralytics ms / our per-frame ms, same round, median over rounds (> 1: ours is faster)"]
+    cols = ("size", "ours", "engine / precision", "raw", "frame", "fixed", "overhead", "fps", "thr ratio", "busy",
+            "fire p99", "RSS", "/u-onnx", "/u-ov", "/u-ov-int8")
+    lines = [cols]
+    for row in r["matrix"]:
+        u = row["ultralytics"]
+        lines.append((str(row["imgsz"]), row["config"], f"{row['engine']} / {row['precision']}", row["raw_ms_p50"],
+                      row["pipeline_ms_p50"], row["fixed_ms_p50"], row["overhead_ratio"], row["throughput_fps"],
+                      row["throughput_ratio"], row["engine_busy"], row["fire_error_ms_p99"], row["rss_mb"],
+                      *(u[k]["over_ours"] if k in u else "-" for k in ULTRA)))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(cols))]
+    body = ["  ".join(f"{str(v):>{w}}" for v, w in zip(line, widths)) for line in lines]
+    ultra = {row["imgsz"]: f"ultralytics at {row['imgsz']} px, ms p50: " + ", ".join(
+        f"{k} {v['ms_p50']}" for k, v in row["ultralytics"].items()) for row in r["matrix"][::-1] if row["ultralytics"]}
+    notes = [f"{k}: not measured: {why}" for k, why in r.get("not_measured", {}).items()]
+    notes += [f"fire error {row['imgsz']} px {row['config']}: {row['timing']} timing, {row['fires']} pulses, p50 "
+              f"{row['fire_error_ms_p50']} / p99 {row['fire_error_ms_p99']} ms, {row['missed_fires']} windows missed"
+              for row in r["matrix"]]
     if "soak" in r and "rss_slope_mb_per_min" in r["soak"]:
-        rows.append(("soak RSS slope MB/min", round(r["soak"]["rss_slope_mb_per_min"], 3)))
-    width = max(len(str(k)) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
-
-
-def _worker_main(argv: list[str]) -> None:
-    kind = argv[0]
-    if kind == "ours":
-        res = worker_ours(argv[1], argv[2], argv[3], int(argv[4]), timing=argv[5], pulses=int(argv[6]))
-    elif kind == "ultra":
-        res = worker_ultralytics(argv[1], argv[2], int(argv[3]), float(argv[4]))
-    elif kind == "soak":
-        res = worker_soak(argv[1], argv[2], argv[3], int(argv[4]), float(argv[5]))
-    else:
-        raise SystemExit(f"unknown worker {kind}")
-    print(json.dumps(res))
+        notes.append(f"soak RSS slope MB/min (second half) {round(r['soak']['rss_slope_mb_per_min'], 3)}")
+    legend = ("raw: engine only; frame: Inspector.step (overhead ratio = frame / raw, target <= 1.05); fixed: letterbox + "
+              "decode + decision without the engine; thr ratio = pipelined fps x raw (target >= 0.95); busy: engine-busy "
+              "fraction in the threaded station; fire p99 ms (target <= 1; with --timing process <= 0.1); RSS MB (target <= 300 on OpenVINO)")
+    return "\n".join([*head, *body, *ultra.values(), *notes, legend])
 
 
 if __name__ == "__main__":
@@ -393,6 +294,6 @@ if __name__ == "__main__":
         import logging
 
         logging.basicConfig(level=logging.WARNING)
-        _worker_main(sys.argv[2:])
+        print(json.dumps(worker_main(sys.argv[2:])))
     else:
         raise SystemExit("use: defectgate bench --help")

@@ -75,6 +75,14 @@ class TtaSpec(_Strict):
     def active(self) -> bool:
         return self.flips != "none" or len(self.scales) > 1
 
+    @property
+    def views(self) -> int:
+        """Inferences per frame: every mirror view at every scale (tta.FLIPS has the mirror views)."""
+        return FLIP_VIEWS[self.flips] * len(self.scales)
+
+
+FLIP_VIEWS = {"none": 1, "hflip": 2, "hvflip": 4}
+
 
 class Sidecar(_Strict):
     format: Literal["defectgate-bundle"] = "defectgate-bundle"
@@ -117,6 +125,18 @@ class Sidecar(_Strict):
             if not 0.0 <= t <= 1.0:
                 raise ValueError(f"class_thresholds[{name!r}] = {t} is outside 0..1")
         return v
+
+    @model_validator(mode="after")
+    def _batch_fits_the_views(self) -> "Sidecar":
+        """A bundle runs its views as one batch (input.batch = views) or one at a time (batch 1)."""
+        batch, views = self.input.batch, self.tta.views
+        if batch not in (1, views):
+            raise ValueError(f"input.batch {batch} does not fit the {views} view(s) per frame of tta "
+                             f"{self.tta.model_dump()}: a bundle's batch is 1 or its number of views; "
+                             "re-export it with the --tta it is meant to run")
+        if isinstance(self.output.shape[0], int) and self.output.shape[0] != batch:
+            raise ValueError(f"output.shape {self.output.shape} has batch {self.output.shape[0]}, input.batch is {batch}")
+        return self
 
     @model_validator(mode="after")
     def _tta_fits_the_head(self) -> "Sidecar":

@@ -82,6 +82,9 @@ class ModelSection(_Section):
     # path) silently uses on CPUs with AVX512_BF16/AMX; it is faster, and cost 0.003-0.007 mAP50 on
     # NEU-DET (docs/performance.md). f32 is exact.
     compute_precision: str = Field("f32", pattern="^(f32|bf16|f16)$")
+    # OpenVINO only: parallel CPU streams, one inference thread each. 1 = lowest latency per part; 2 on a
+    # 2-core x86 station judges more parts per second, each a little later (docs/performance.md)
+    streams: int = Field(1, ge=1, le=16)
     # hot swap: poll the bundle folder (or a registry's `current` pointer) and load a new model
     # without stopping the line; 0 = off
     watch_s: float = Field(0.0, ge=0)

@@ -29,6 +29,13 @@ def lowest_threshold(sidecar: Sidecar) -> float:
     return min(sidecar.threshold_for(c) for c in sidecar.classes)
 
 
+def in_graph_preprocess_fits(sidecar: Sidecar) -> bool:
+    """Whether the engine may normalise the uint8 canvas itself (OpenVINO). Not for a bundle with
+    shrunk views: those are resized from the normalised float input, as export calibrated them, and a
+    uint8 canvas would round them to other values."""
+    return sidecar.tta.scales == [1.0]
+
+
 class Detector:
     """bundle + backend (+ the sidecar's test-time views) -> Detections.
 
@@ -36,21 +43,27 @@ class Detector:
     training side's PyTorch backend); None opens `backend_name` with `threads` and
     `compute_precision` (load_backend). The Detector wraps it in the views the sidecar declares
     unless `views` is False (export's parity check compares bare networks) and owns it: `close()`
-    releases it. `conf_floor`: the confidence decode keeps down to (default: the bundle's lowest
+    releases it. `streams` (OpenVINO): parallel CPU streams, see `concurrency`. `prepare` hands out
+    what the backend takes (`input_format`): the normalised NCHW float batch, or the letterboxed uint8
+    canvas where the engine normalises in its graph. `conf_floor`: the confidence decode keeps down to (default: the bundle's lowest
     class threshold); `decode(..., conf=)` overrides it for one call. `pool`: how many frames may be
     prepared ahead of inference (each has its own input buffer)."""
 
     def __init__(self, bundle: Bundle, backend: Backend | None = None, *, backend_name: str = "auto",
                  threads: int = 0, compute_precision: str = "f32", conf_floor: float | None = None,
-                 pool: int = 1, views: bool = True):
+                 pool: int = 1, views: bool = True, streams: int = 1):
         self.bundle = bundle
         self.sidecar = side = bundle.sidecar
         self.classes: list[str] = list(side.classes)
         self.version: str = bundle.version
-        engine = backend if backend is not None else load_backend(bundle, backend_name, threads, compute_precision)
-        self.backend: Backend = with_tta(engine, side) if views else engine
+        if backend is None:
+            backend = load_backend(bundle, backend_name, threads, compute_precision, streams,
+                                   in_graph_preprocess=in_graph_preprocess_fits(side))
+        self.input_format: str = getattr(backend, "input_format", "nchw")
+        self.backend: Backend = with_tta(backend, side) if views else backend
         self.conf_floor = float(conf_floor) if conf_floor is not None else lowest_threshold(side)
-        self._pool = [Preprocessor(side.input) for _ in range(max(1, pool))]
+        in_graph = self.input_format == "nhwc_u8"
+        self._pool = [Preprocessor(side.input, in_graph) for _ in range(max(1, pool))]
         self._next = 0
         self._closed = False
 
@@ -68,6 +81,11 @@ class Detector:
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         return self.backend.infer(batch)
+
+    @property
+    def concurrency(self) -> int:
+        """How many threads may call `infer` at once (OpenVINO streams; 1 for every other engine)."""
+        return int(getattr(self.backend, "concurrency", 1))
 
     def decode(self, outputs: list[np.ndarray], info: LetterboxInfo, conf: float | None = None) -> Detections:
         """The raw outputs of one frame -> Detections in source pixels, at the sidecar's max_det and NMS

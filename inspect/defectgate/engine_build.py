@@ -112,18 +112,22 @@ def calibration_fingerprint(paths: Sequence[Path], root: str | Path) -> str:
 class CalibrationBatches:
     """Calibration images through the bundle's Preprocessor, packed into contiguous (B, 3, H, W)
     batches of the engine's input batch size. Pure numpy: the TensorRT calibrator only copies these
-    to the GPU. A last partial batch is dropped (TensorRT needs full batches)."""
+    to the GPU. A last partial batch is dropped (TensorRT needs full batches). A bundle whose batch is
+    its test-time views is calibrated as it runs: each batch is one image's views (tta.view_batcher)."""
 
     def __init__(self, bundle: Bundle, images: Sequence[Path], batch_size: int | None = None):
+        from .tta import view_batcher
+
         spec = bundle.sidecar.input
-        self.batch_size = int(batch_size or spec.batch)
+        self.views = view_batcher(bundle.sidecar) if batch_size is None else None
+        self.batch_size = 1 if self.views is not None else int(batch_size or spec.batch)
         if self.batch_size < 1:
             raise BackendError(f"calibration batch size {self.batch_size} must be at least 1")
         if len(images) < self.batch_size:
             raise DatasetError(f"{len(images)} calibration image(s) are fewer than one batch of {self.batch_size}")
         self.images = list(images)
         self.pre = Preprocessor(spec)
-        self.shape = (self.batch_size, 3, *spec.imgsz)
+        self.shape = (spec.batch if self.views is not None else self.batch_size, 3, *spec.imgsz)
         self.dtype = np.float16 if spec.dtype == "float16" else np.float32
         self.nbytes = int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
         self._buffer = np.empty(self.shape, self.dtype)
@@ -134,7 +138,11 @@ class CalibrationBatches:
     def __iter__(self) -> Iterator[np.ndarray]:
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             for j, path in enumerate(self.images[start:start + self.batch_size]):
-                self._buffer[j] = self.pre(read_image(path))[0][0]
+                batch = self.pre(read_image(path))[0]
+                if self.views is not None:
+                    self._buffer[...] = self.views(batch)[0]
+                else:
+                    self._buffer[j] = batch[0]
             yield self._buffer
 
 

@@ -8,7 +8,9 @@ I/O, no clocks but the one injected); `Station.run()` owns the threads, queues a
                        watchdog thread: alarm when a stage stalls or the camera is lost
 
 Each stage has its own thread so that pre- and post-processing run while the engine computes the
-next frame: the pipelined frame rate approaches 1 / raw inference time. Each frame carries the
+next frame: the pipelined frame rate approaches 1 / raw inference time. An engine with several streams
+(`concurrency`, OpenVINO `model.streams`) gets one inference thread per stream; decide still sees the
+frames in capture order. Each frame carries the
 Inspector that prepared it, so a model hot swap between frames never mixes two models in one
 frame, every frame (hence every part) is judged exactly once, and the swapped-out model is closed
 after its last frame (hotswap.ModelSlot). Which part a frame shows is the PartAssigner's job
@@ -55,6 +57,7 @@ class _Handoff(Generic[T]):
         self._max, self._give_up = maxlen, give_up
         self._cv = threading.Condition()
         self._closed = False
+        self._taken = -1
 
     def put(self, item: T, wait: bool = True) -> T | None:
         dropped = None
@@ -68,19 +71,51 @@ class _Handoff(Generic[T]):
         return dropped
 
     def get(self) -> T | None:
+        taken = self.get_numbered()
+        return None if taken is None else taken[1]
+
+    def get_numbered(self) -> tuple[int, T] | None:
+        """`get`, with the item's place in the order items were taken (0, 1, ...)."""
         with self._cv:
             while not self._items and not self._closed:
                 self._cv.wait(0.1)
             if not self._items:
                 return None
             item = self._items.popleft()
+            self._taken += 1
             self._cv.notify_all()  # a producer waiting for room may go on
-            return item
+            return self._taken, item
 
     def close(self) -> None:
         with self._cv:
             self._closed = True
             self._cv.notify_all()
+
+
+class _InOrder(Generic[T]):
+    """Hands items numbered by `_Handoff.get_numbered` on to `sink` in that order, whichever of several
+    inference threads finishes first. `put` waits while `limit` later items are held for an earlier one."""
+
+    def __init__(self, sink: _Handoff[T], producers: int, limit: int = 8):
+        self._sink, self._producers, self._limit = sink, producers, limit
+        self._next, self._held = 0, {}  # type: ignore[var-annotated]
+        self._cv = threading.Condition()
+
+    def put(self, number: int, item: T) -> None:
+        with self._cv:
+            while number > self._next and len(self._held) >= self._limit:
+                self._cv.wait(0.1)
+            self._held[number] = item
+            while self._next in self._held:  # the sink's own bound holds them all back when decide lags
+                self._sink.put(self._held.pop(self._next))
+                self._next += 1
+            self._cv.notify_all()
+
+    def producer_done(self) -> None:
+        with self._cv:
+            self._producers -= 1
+            if self._producers == 0:
+                self._sink.close()
 
 
 @dataclass
@@ -122,7 +157,7 @@ class Station:
         self.timing = TimingLoop(scheduler, actuator, clock, self.stats, self._lock, alarm, telemetry, archive, line)
         # watchdog heartbeats (monotonic times; None = idle)
         self.last_frame_t: float | None = None
-        self.infer_busy_since: float | None = None
+        self._infer_busy: dict[int, float] = {}  # inference thread -> start of its inference in progress
         self.decide_busy_since: float | None = None
 
     # ---- model hot swap ----
@@ -180,21 +215,30 @@ class Station:
         finally:
             self._frames.close()
 
-    def _infer(self) -> None:
+    @property
+    def infer_busy_since(self) -> float | None:
+        """When the longest-running inference now in progress started (None: the engine is idle)."""
+        return min(self._infer_busy.values(), default=None)
+
+    def _infer(self, in_order: _InOrder[_Work]) -> None:
+        """One of `inference_threads` threads (the engine's `concurrency`: OpenVINO streams); each takes
+        the next prepared frame, and decide gets them back in capture order."""
+        me = threading.get_ident()
         try:
-            while (work := self._frames.get()) is not None:
+            while (taken := self._frames.get_numbered()) is not None:
+                number, work = taken
                 if work.error is None:
-                    self.infer_busy_since = self.clock.now()
+                    self._infer_busy[me] = self.clock.now()
                     try:
                         work.outputs = work.inspector.infer(work.batch)  # type: ignore[arg-type]
                     except Exception as exc:  # any engine fault: the part is unjudgeable, the line goes on
                         work.error = f"inference_failed: {exc}"
                     finally:
-                        self.infer_busy_since = None
+                        self._infer_busy.pop(me, None)
                 work.t_inferred = self.clock.now()
-                self._outputs.put(work)  # waits for the decide thread: an inferred frame is never dropped
+                in_order.put(number, work)  # waits for the decide thread: an inferred frame is never dropped
         finally:
-            self._outputs.close()
+            in_order.producer_done()
 
     def _decide(self) -> None:
         try:
@@ -257,8 +301,11 @@ class Station:
 
         self.stats.t_start = t0 = self.clock.now()
         self.parts.start(t0)
+        engines = max(1, int(getattr(self.inspector.backend, "concurrency", 1)))
+        in_order: _InOrder[_Work] = _InOrder(self._outputs, engines)
         threads = [threading.Thread(target=self._capture, name="capture", daemon=True),
-                   threading.Thread(target=self._infer, name="inference", daemon=True),
+                   *(threading.Thread(target=self._infer, args=(in_order,), name=f"inference-{k}", daemon=True)
+                     for k in range(engines)),
                    threading.Thread(target=self._decide, name="decide", daemon=True),
                    threading.Thread(target=self.timing.target(self._decide_done), name="timing", daemon=True)]
         watchdog = Watchdog(self, self.alarm, self.watchdog_s, self.capture_stall_s)

@@ -48,7 +48,7 @@ def build_inspector(cfg: StationConfig, clock: Clock, bundle: Bundle | None = No
     else:
         detector = Detector(bundle, backend_name=cfg.model.backend.value, threads=cfg.model.threads,
                             compute_precision=cfg.model.compute_precision, conf_floor=decision.confidence_floor,
-                            pool=cfg.pipeline.queue_size + 8)
+                            pool=cfg.pipeline.queue_size + 8 + cfg.model.streams, streams=cfg.model.streams)
     log.info("%s %s on %s", "shadow candidate" if shadow else "model", bundle.version, detector.backend.name)
     return Inspector(detector, decision, clock)
 

@@ -24,6 +24,8 @@ station, `defectgate evaluate` and the bench all judge with the same views):
 
 from __future__ import annotations
 
+from typing import Callable
+
 import cv2
 import numpy as np
 
@@ -82,7 +84,12 @@ def pad_values(spec: InputSpec) -> np.ndarray:
 
 class TTABackend:
     """A Backend that runs the wrapped one on every view the spec declares: per scale, the flips
-    averaged per anchor; returns (scales, 4 + nc, anchors) in the frame's input pixels."""
+    averaged per anchor; returns (scales, 4 + nc, anchors) in the frame's input pixels.
+
+    A bundle exported with its views as the batch (`input.batch` = the number of views) runs them all
+    as one inference; a batch-1 bundle runs one inference per view. The views come in the layout the
+    wrapped backend takes: NCHW floats, or the NHWC uint8 canvas of an engine that normalises in its
+    graph (mirror views only: a shrunk view is resized from the float input)."""
 
     def __init__(self, backend: Backend, spec: TtaSpec, input_spec: InputSpec, strides: list[int], num_classes: int):
         self.backend, self.spec = backend, spec
@@ -90,21 +97,72 @@ class TTABackend:
         self.rows = 4 + num_classes
         grids = anchor_grids((self.h, self.w), strides)
         self.anchors = sum(r * c for r, c in grids)
-        self.flips = [(fx, fy, view_permutation(grids, fx, fy)) for fx, fy in FLIPS[spec.flips]]
+        flips = [(fx, fy, view_permutation(grids, fx, fy)) for fx, fy in FLIPS[spec.flips]]
+        self.views = [(scale, *flip) for scale in spec.scales for flip in flips]  # scale-major, the frame first
+        self.per_scale = len(flips)
+        self.input_format = getattr(backend, "input_format", "nchw")
+        self.concurrency = int(getattr(backend, "concurrency", 1))
+        self.nhwc = self.input_format == "nhwc_u8"
+        if self.nhwc and spec.scales != [1.0]:
+            raise BackendError(f"tta scales {spec.scales} need the float NCHW input; the backend takes the uint8 canvas")
+        self.axis_y, self.axis_x = (1, 2) if self.nhwc else (2, 3)
+        self.batched = input_spec.batch == len(self.views) > 1
         self.pad = pad_values(input_spec).reshape(3, 1, 1)
         scales = "" if spec.scales == [1.0] else "@" + ",".join(f"{s:g}" for s in spec.scales)
-        self.name = f"{backend.name}+tta:{spec.flips}{scales}"
+        self.name = f"{backend.name}+tta:{spec.flips}{scales}" + (f"x{len(self.views)}batch" if self.batched else "")
+
+    def view_batch(self, batch: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """Every view of a one-frame batch stacked on the batch axis (what a view-batch model takes, and
+        what INT8 calibration feeds it), and each scale's (left, top) offset on its canvas."""
+        views = np.empty((len(self.views), *batch.shape[1:]), batch.dtype)  # per call: infer may run in 2 threads
+        shifts = []
+        for k, (scale, flip_x, flip_y, _) in enumerate(self.views):
+            if k % self.per_scale == 0:
+                shrunk, left, top = self._shrink(batch, scale)
+                shifts.append((left, top))
+            view = shrunk[0]
+            if flip_x:
+                view = np.flip(view, self.axis_x - 1)
+            if flip_y:
+                view = np.flip(view, self.axis_y - 1)
+            views[k] = view
+        return views, shifts
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        views, shifts = self.view_batch(batch)
+        raw = self._run(views)
         out = np.empty((len(self.spec.scales), self.rows, self.anchors), np.float32)
         for k, scale in enumerate(self.spec.scales):
-            view, left, top = self._shrink(batch, scale)
-            raw = self._flip_mean(view)
-            raw[0] = (raw[0] - left) / scale  # cx, cy, w, h back to the frame's input pixels
-            raw[1] = (raw[1] - top) / scale
-            raw[2:4] /= scale
-            out[k] = raw
+            group = range(k * self.per_scale, (k + 1) * self.per_scale)
+            total = np.zeros((self.rows, self.anchors), np.float32)
+            for v in group:
+                _, flip_x, flip_y, perm = self.views[v]
+                one = raw[v][:, perm]  # a copy: the backend may reuse its buffer
+                if flip_x:
+                    one[0] = self.w - one[0]
+                if flip_y:
+                    one[1] = self.h - one[1]
+                total += one
+            total /= self.per_scale
+            left, top = shifts[k]
+            total[0] = (total[0] - left) / scale  # cx, cy, w, h back to the frame's input pixels
+            total[1] = (total[1] - top) / scale
+            total[2:4] /= scale
+            out[k] = total
         return [out]
+
+    def _run(self, views: np.ndarray) -> np.ndarray:
+        """(V, rows, anchors): one inference of the whole view batch, or one per view."""
+        if self.batched:
+            raws = [np.asarray(self.backend.infer(views)[0], np.float32)]
+        else:
+            raws = [np.asarray(self.backend.infer(views[k:k + 1])[0], np.float32) for k in range(len(views))]
+        want = (len(views) if self.batched else 1, self.rows, self.anchors)
+        for raw in raws:
+            if raw.shape != want:
+                raise BackendError(f"model output shape {raw.shape} is not {want} that tta expects from the "
+                                   f"sidecar's imgsz, output.strides and input.batch")
+        return raws[0] if self.batched else np.concatenate(raws)
 
     def _shrink(self, batch: np.ndarray, scale: float) -> tuple[np.ndarray, int, int]:
         """The input resized by `scale` and centred on a canvas of pad grey of the same size."""
@@ -119,29 +177,27 @@ class TTABackend:
         view[0, :, top:top + nh, left:left + nw] = small
         return view, left, top
 
-    def _flip_mean(self, batch: np.ndarray) -> np.ndarray:
-        total = None
-        for flip_x, flip_y, perm in self.flips:
-            view = batch
-            if flip_x:
-                view = view[..., ::-1]
-            if flip_y:
-                view = view[..., ::-1, :]
-            raw = np.asarray(self.backend.infer(np.ascontiguousarray(view))[0], np.float32)
-            if raw.shape[-2:] != (self.rows, self.anchors):
-                raise BackendError(f"model output shape {raw.shape} is not (1, {self.rows}, {self.anchors}) that "
-                                   f"tta expects from the sidecar's imgsz and output.strides")
-            one = raw.reshape(self.rows, self.anchors)[:, perm]  # a copy: the backend may reuse its buffer
-            if flip_x:
-                one[0] = self.w - one[0]
-            if flip_y:
-                one[1] = self.h - one[1]
-            total = one if total is None else np.add(total, one, out=total)
-        total /= len(self.flips)
-        return total
-
     def close(self) -> None:
         self.backend.close()
+
+
+class _NoEngine:
+    name = "none"
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:  # pragma: no cover - never called
+        raise BackendError("view_batcher builds views only")
+
+    def close(self) -> None:
+        pass
+
+
+def view_batcher(sidecar: Sidecar) -> Callable[[np.ndarray], tuple[np.ndarray, list]] | None:
+    """For a model that takes a frame's views as its batch: one-frame NCHW batch -> the view batch (INT8
+    calibration feeds the model what the station will). None for a batch-1 model."""
+    if sidecar.input.batch == 1:
+        return None
+    return TTABackend(_NoEngine(), sidecar.tta, sidecar.input, list(sidecar.output.strides),
+                      len(sidecar.classes)).view_batch
 
 
 def with_tta(backend: Backend, sidecar: Sidecar) -> Backend:

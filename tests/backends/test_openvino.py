@@ -297,3 +297,32 @@ def test_calibration_from_a_dataset_yaml_uses_its_train_split_spread_out(tmp_pat
     # the one sampling rule (defectgate.images.evenly_spaced): spread from the first image to the last
     assert [p.name for p in picked] == ["part_000.png", "part_002.png", "part_005.png"]
     assert [p.parent.name for p in int8._val_list(tmp_path / "data.yaml")] == ["val", "val"]
+
+
+def test_the_decode_recipe_quantizes_every_convolution_and_keeps_the_decode_tail_in_float(tiny_onnx):
+    """issue 22: the INT8 model that pays keeps only the head's box decode (DFL, anchor arithmetic, the
+    box/score Concat) and the class Sigmoid in float, as ultralytics' own export does; the old recipe
+    also kept the head's convolutions and every SiLU's Sigmoid in float."""
+    nncf = pytest.importorskip("nncf")
+    model = int8.model_to_quantize(ov, tiny_onnx)
+    names = {op.get_friendly_name(): op.get_type_name() for op in model.get_ordered_ops()}
+    # every SiLU is one Swish op (fusable into its convolution), only the class-score Sigmoid is left
+    assert sum(t == "Swish" for t in names.values()) > 50
+    assert [n for n, t in names.items() if t == "Sigmoid"] == ["/model.23/Sigmoid"]
+    decode = set(int8.float_ops(nncf, model, "decode").names)
+    head = set(int8.float_ops(nncf, model, "head").names)
+    assert int8.float_ops(nncf, model, "none") is None
+    convs = {n for n, t in names.items() if t == "Convolution"}
+    assert convs - decode == convs - {n for n in convs if "/dfl/" in n}  # every conv is INT8 but DFL's fixed one
+    assert {n for n in decode if names[n] == "Sigmoid"} == {n for n, t in names.items()
+                                                           if t == "Sigmoid" and n.startswith("/model.23/Sigmoid")}
+    assert any("/dfl/Softmax" in n for n in decode) and any(names[n] == "Concat" for n in decode)
+    assert "/model.23/Sigmoid" in head
+    assert len(convs & head) > 10
+    with pytest.raises(BundleError, match="INT8 float scope 'tail' is unknown; use one of decode, head, none"):
+        int8.float_ops(nncf, model, "tail")
+
+
+def test_an_int8_export_records_its_recipe(int8_bundle):
+    quant = load_bundle(int8_bundle).sidecar.engine_info["quantization"]
+    assert quant["float_scope"] == "decode" and quant["subset_size"] == 6  # the whole calibration set

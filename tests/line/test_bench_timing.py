@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from defectgate.bench import make_frames, worker_ours
+from defectgate.bench_workers import make_frames, worker_ours
 
 
 @pytest.mark.slow

@@ -17,8 +17,8 @@ IMGSZ = 64
 CLASSES = ["scratch", "dent", "crack", "stain"]
 
 
-def _export_tiny_yolo(out_dir: Path) -> Path:
-    return export_tiny_yolo(out_dir, CLASSES, IMGSZ, bn_batches=(3, 2))
+def _export_tiny_yolo(out_dir: Path, batch: int = 1) -> Path:
+    return export_tiny_yolo(out_dir, CLASSES, IMGSZ, bn_batches=(3, 2), batch=batch)
 
 
 def make_bundle(onnx: Path, root: Path, version: str = "v0001", conf: float = 0.25) -> Path:

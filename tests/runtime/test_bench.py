@@ -30,7 +30,13 @@ def test_bench_json_has_every_figure(tiny_bundle, tmp_path):
                                                       "what": "YOLO.predict: its preprocess + infer + NMS"}
     assert r["skipped"].get("ultra_openvino") == "no --weights given"
     assert r["soak"]["parts"] > 0 and "rss_slope_mb_per_min" in r["soak"]
-    assert "overhead ratio" in res.stdout  # the table
+    assert set(r["machine"]["cpu_features"]) == {"avx2", "avx512", "vnni", "bf16", "amx"}
+    (row,) = r["matrix"]  # one configuration at one size
+    assert row["config"] == "onnxruntime" and row["size"] == "bundle" and row["views"] == 1
+    for key in ("fixed_ms_p50", "engine_busy", "throughput_ratio"):
+        assert isinstance(row[key], (int, float)) and row[key] == row[key], key
+    assert 0 < row["engine_busy"] <= 1 and row["fixed_ms_p50"] < row["pipeline_ms_p50"]
+    assert "overhead" in res.stdout and "/u-ov-int8" in res.stdout  # the one table
 
 
 def test_bench_refuses_bad_arguments(tmp_path):
@@ -40,6 +46,35 @@ def test_bench_refuses_bad_arguments(tmp_path):
     res = subprocess.run([sys.executable, "-m", "defectgate.cli", "bench", "--model", str(tmp_path / "nope")],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "model bundle not found" in res.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ours", "onnxruntime@2"], "--ours 'onnxruntime@2': use one of"),
+    (["--ours", "openvino,tflite"], "--ours 'tflite'"),
+    (["--sizes", "bundle,650"], "--sizes '650': use 'bundle' or a pixel size that is a multiple of 32"),
+])
+def test_bench_refuses_configurations_it_cannot_run(tiny_bundle, tmp_path, args, message):
+    res = subprocess.run([sys.executable, "-m", "defectgate.cli", "bench", "--model", str(tiny_bundle), *args,
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_cpu_features_name_the_instruction_sets_int8_and_bf16_depend_on():
+    from defectgate.bench_workers import cpu_features
+
+    assert cpu_features({"avx2", "fma"}) == {"avx2": True, "avx512": False, "vnni": False, "bf16": False, "amx": False}
+    zen4 = cpu_features({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"})
+    assert zen4 == {"avx2": True, "avx512": True, "vnni": True, "bf16": True, "amx": False}
+    assert cpu_features({"avx2", "avx_vnni"})["vnni"] and cpu_features({"amx_tile", "amx_bf16"})["bf16"]
+
+
+def test_our_configurations_name_bundle_backend_and_streams():
+    from defectgate.bench import _our_config
+
+    assert _our_config("openvino") == ("fp32", "openvino", 1)
+    assert _our_config("openvino-int8@2") == ("int8", "openvino", 2)
+    assert _our_config("openvino-int8:bf16") == ("int8", "openvino:bf16", 1)
+    assert _our_config("onnxruntime") == ("fp32", "onnxruntime", 1)
 
 
 def test_old_parts_fold_into_counters_and_the_report_still_adds_up():

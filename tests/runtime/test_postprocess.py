@@ -74,3 +74,49 @@ def test_decode_refuses_output_that_does_not_match_sidecar():
     bad[0, 0] = [0, 0, 1, 1, 0.9, 7]
     with pytest.raises(BackendError, match="class ids"):
         decode(bad, OutputSpec(layout="end2end", shape=[1, 300, 6]), 3, IDENT, 0.25, 0.5)
+
+
+def _decode_argmax_first(raw, nc, conf, iou, max_det):
+    """The decode before issue 22 (class argmax over every anchor, then the threshold): the reference
+    the threshold-first decode must equal."""
+    scores = raw[4:]
+    class_id = scores.argmax(0)
+    score = scores[class_id, np.arange(raw.shape[1])]
+    keep = score >= conf
+    cx, cy, w, h = raw[:4, keep]
+    xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1).reshape(-1, 4)
+    idx = batched_nms(xyxy, score[keep], class_id[keep], iou)[:max_det]
+    return xyxy[idx], score[keep][idx], class_id[keep][idx]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_threshold_first_decode_equals_the_argmax_first_decode(seed):
+    rng = np.random.default_rng(seed)
+    nc, anchors = 5, 400
+    raw = np.empty((1, 4 + nc, anchors), np.float32)
+    raw[0, :2] = rng.uniform(0, 200, (2, anchors))
+    raw[0, 2:4] = rng.uniform(2, 40, (2, anchors))
+    raw[0, 4:] = rng.beta(0.3, 3.0, (nc, anchors))  # mostly low scores, a few high: a real head's spread
+    raw[0, 4 + 2, :7] = raw[0, 4 + 4, :7]  # ties between classes: argmax must pick the same one
+    raw[0, 4:, 20:23] = np.minimum(raw[0, 4:, 20:23], 0.5)
+    raw[0, 4 + 3, 20:23] = 0.5  # exactly at a threshold: kept (score >= threshold)
+    spec = OutputSpec(layout="yolo_raw", shape=[1, 4 + nc, anchors])
+    for conf in (0.05, 0.3, 0.5, 0.7):
+        got = decode(raw, spec, nc, IDENT, conf, 0.45, max_det=50)
+        xyxy, score, cls = _decode_argmax_first(raw[0], nc, conf, 0.45, 50)
+        assert len(got) == len(score) > 0
+        np.testing.assert_array_equal(got.confidence, score)
+        np.testing.assert_array_equal(got.class_id, cls)
+        np.testing.assert_array_equal(got.xyxy, IDENT.to_source(xyxy))
+
+
+def test_a_clean_part_decodes_to_empty_detections_of_the_right_shapes():
+    """The early return for a frame where no anchor passes the threshold, alone and among views."""
+    raw = np.zeros((1, 7, 50), np.float32)
+    raw[0, :4] = 10.0
+    raw[0, 4:] = 0.01
+    got = decode(raw, OutputSpec(layout="yolo_raw", shape=[1, 7, 50]), 3, IDENT, 0.25, 0.45)
+    assert len(got) == 0 and got.xyxy.shape == (0, 4) and got.class_id.shape == (0,)
+    views = np.concatenate([raw, raw])  # two fused views, neither sees anything
+    fused = decode(views, OutputSpec(layout="yolo_raw", shape=[2, 7, 50]), 3, IDENT, 0.25, 0.45)
+    assert len(fused) == 0 and fused.xyxy.shape == (0, 4)

@@ -132,6 +132,7 @@ def test_export_with_tta_records_the_views_and_the_runtime_judges_with_them(bund
     assert "tta hflip" in capsys.readouterr().out
     sc = load_bundle(tmp_path / "b").sidecar
     assert sc.tta.flips == "hflip" and sc.tta.scales == [1.0] and sc.output.strides == [8, 16, 32]
+    assert sc.input.batch == 2 and sc.output.shape[0] == 2  # the two views are the model's batch (issue 22)
     assert sc.engine_info["parity"]["passed"] is True  # parity compares the bare network with PyTorch
     # what export calibrated on is what evaluate (and the station) measures: the views are on
     again = evaluate_model(tmp_path / "b", synth_data, "val", None, backend="onnxruntime")
@@ -144,7 +145,7 @@ def test_export_with_tta_records_the_views_and_the_runtime_judges_with_them(bund
         a, b = with_views.infer(batch)[0], without.infer(batch)[0]
     finally:
         with_views.close(), without.close()
-    assert "+tta:hflip" in name
+    assert "+tta:hflipx2batch" in name  # the views as one batch: one inference per frame
     assert a.shape == b.shape and not np.array_equal(a, b)  # the same network, averaged over two views
     # the .pt with the same views agrees with the bundle (evaluate --tta on weights before exporting)
     pt, pt_name = open_detector(trained.best, tta="hflip")

@@ -129,7 +129,8 @@ def parity_check(bundle_dir: Path, torch_model, images: list[np.ndarray], tol: P
     try:
         for k, img in enumerate(images):
             batch, info = by_onnx.prepare(img)
-            raw_onnx = np.asarray(by_onnx.infer(batch)[0], np.float32)
+            feed = np.repeat(batch, sc.input.batch, 0) if sc.input.batch > 1 else batch  # a view-batch model: row 0
+            raw_onnx = np.asarray(by_onnx.infer(feed)[0], np.float32)[:1]
             raw_pt = by_torch.infer(batch)[0]
             if raw_pt.shape != raw_onnx.shape:
                 raise ParityError(f"output shapes differ: PyTorch {raw_pt.shape}, ONNX {raw_onnx.shape}")
@@ -214,12 +215,15 @@ def _training_facts(weights: Path, data: str | None, train_args: dict) -> dict:
 def export_bundle(weights: str | Path, out: str | Path, data: str | None = None, imgsz: int | None = None,
                   half: bool = False, parity_images: int = 8, calibrate: bool = True,
                   target_escape: float = 0.02, split: str = "val", opset: int = 17,
-                  head: str = "auto", tta: str = "none") -> ExportResult:
+                  head: str = "auto", tta: str = "none", view_batch: bool = True) -> ExportResult:
     """tta: a defectgate.tta preset naming the views the bundle is judged with (none, hflip, hvflip,
-    hvflip-ms); the thresholds are calibrated with them on, the parity check compares the bare network."""
+    hvflip-ms); the thresholds are calibrated with them on, the parity check compares the bare network.
+    view_batch: the model's static batch is the number of views, so that every backend runs a frame's
+    views as one inference (False: batch 1, one inference per view)."""
     from defectgate.tta import preset
 
-    tta_spec = preset(tta).model_dump()  # refuses an unknown name before any work
+    views = preset(tta)  # refuses an unknown name before any work
+    tta_spec, batch = views.model_dump(), views.views if view_batch else 1
     weights, out = Path(weights), Path(out)
     if not weights.is_file():
         raise BundleError(f"{weights}: weights file not found; train first with 'defectgate train'")
@@ -237,6 +241,7 @@ def export_bundle(weights: str | Path, out: str | Path, data: str | None = None,
         U = ultralytics()
         exported = Path(U.YOLO(str(tmp / "model.pt")).export(format="onnx", imgsz=imgsz, opset=opset, simplify=True,
                                                              dynamic=False, half=False, device="cpu", verbose=False,
+                                                             batch=batch,
                                                              # nms=False exports the NMS-free head, None the other
                                                              nms=False if getattr(torch_model, "end2end", False) else None))
         (tmp / "model.pt").unlink()
@@ -247,6 +252,7 @@ def export_bundle(weights: str | Path, out: str | Path, data: str | None = None,
             to_fp16(onnx_path)
         sidecar = build_sidecar(onnx_path, names, imgsz, arch, precision, _training_facts(weights, data, train_args),
                                 head_strides(torch_model), tta_spec)
+        sidecar["input"]["batch"] = batch
         write_json_atomic(tmp / "model.json", sidecar)
         images = sample_images(data, split, parity_images, imgsz)
         # parity_check loads the bundle with the runtime's reader first: an impossible sidecar (tta on an

@@ -32,6 +32,7 @@ from defectgate.errors import BundleError, DatasetError, require
 from defectgate.images import evenly_spaced, list_images, read_image
 from defectgate.preprocess import Preprocessor
 from defectgate.staging import staged_dir
+from defectgate.tta import view_batcher
 from defectgate.types import Detections
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,14 @@ Metric = Callable[[Predict, Sequence[Path]], float]
 
 
 def bundle_transform(bundle: Bundle) -> Callable[[Path], np.ndarray]:
-    """Path -> the exact NCHW tensor the station would feed (a copy: the preprocessor reuses its buffer)."""
+    """Path -> the exact NCHW tensor the station would feed the model (a copy: the preprocessor reuses
+    its buffer); for a view-batch bundle, the frame's views stacked as the batch (tta.TTABackend)."""
     pre = Preprocessor(bundle.sidecar.input)
+    views = view_batcher(bundle.sidecar)
 
     def transform(path: Path) -> np.ndarray:
-        return pre(read_image(path))[0].copy()
+        batch = pre(read_image(path))[0]
+        return views(batch)[0] if views is not None else batch.copy()
 
     return transform
 
@@ -100,8 +104,8 @@ def export_openvino_ir(bundle_dir: str | Path, out_dir: str | Path | None = None
 
 def export_openvino_int8(bundle_dir: str | Path, calib_dir: str | Path, out_dir: str | Path, *,
                          val_images: Sequence[Path] | str | Path | None = None, metric: Metric | None = None,
-                         metric_name: str = "map50", max_drop: float = 0.01, subset_size: int = 300,
-                         allow_mixed_sizes: bool = False, keep_head_float: bool = True,
+                         metric_name: str = "map50", max_drop: float = 0.01, subset_size: int = 0,
+                         allow_mixed_sizes: bool = False, float_scope: str = "decode",
                          conf_threshold: float = 0.001, max_iterations: int = 20, calib_limit: int = 0) -> Int8Result:
     """INT8 OpenVINO bundle by NNCF post-training quantization on `calib_dir` images (a folder, or a
     dataset yaml whose train split is used; `calib_limit` caps the count).
@@ -122,10 +126,10 @@ def export_openvino_int8(bundle_dir: str | Path, calib_dir: str | Path, out_dir:
     fingerprint = calibration_fingerprint(calib, Path(calib_dir).parent if _is_yaml(calib_dir) else calib_dir)
     transform = bundle_transform(bundle)
     core = ov.Core()
-    model = core.read_model(str(bundle.model_path))
+    model = model_to_quantize(ov, bundle.model_path)
     model.set_rt_info(bundle.sidecar.sha256, RT_INFO_SOURCE_SHA)
-    ignored = _head_scope(nncf, model) if keep_head_float else None
-    subset = min(subset_size, len(calib))
+    ignored = float_ops(nncf, model, float_scope)
+    subset = min(subset_size, len(calib)) if subset_size > 0 else len(calib)  # 0: the whole set, as ultralytics
     common = dict(preset=nncf.QuantizationPreset.MIXED, subset_size=subset, ignored_scope=ignored)
     calibration = nncf.Dataset(calib, transform)
     log.info("NNCF: quantizing %s on %d calibration images (fingerprint %s)", bundle.model_path, subset, fingerprint[:12])
@@ -164,13 +168,38 @@ def export_openvino_int8(bundle_dir: str | Path, calib_dir: str | Path, out_dir:
             log.warning("INT8 %s drop %.4f is above the tolerance %.4f even after accuracy control", metric_name, drop, max_drop)
     engine_info = {
         "nncf_version": nncf.__version__,
-        "quantization": {"mode": mode, "preset": "mixed", "subset_size": subset,
+        "quantization": {"mode": mode, "preset": "mixed", "subset_size": subset, "float_scope": float_scope,
                          "ignored_ops": len(ignored.names) if ignored is not None else 0},
         "calibration": {"fingerprint": fingerprint, "images": len(calib), "folder": f"{Path(calib_dir).name}:train" if _is_yaml(calib_dir) else Path(calib_dir).name},
         "source_metrics": dict(bundle.sidecar.metrics),
     }
     out = _write_ir_bundle(ov, quantized, bundle, Path(out_dir), precision="int8", engine_info=engine_info, metrics=metrics)
     return Int8Result(out, mode, fingerprint, len(calib), metrics)
+
+
+def calibrate_like_fp32(bundle_dir: str | Path, data: str | Path, split: str = "val", backend: str = "openvino") -> dict:
+    """The INT8 bundle's own operating point: per-class thresholds calibrated on `data`'s split through
+    the INT8 model, to the escape rate its FP32 source reached there (never above the FP32 target), so
+    that INT8 lets no more NG parts pass on that split than FP32 did; its overkill is what it costs.
+    Returns the evaluation ({} when the FP32 sidecar records no calibration to match)."""
+    from .datayaml import load_data_yaml
+    from .evaluate import evaluate_model
+    from .export import metrics_for_sidecar
+
+    bundle = load_bundle(bundle_dir)
+    source = bundle.sidecar.engine_info.get("source_metrics", {})
+    fp32_escape, target = source.get("escape_rate"), source.get("target_escape_rate")
+    if fp32_escape is None or target is None:
+        log.warning("%s: the FP32 bundle records no calibrated escape rate; INT8 keeps its thresholds", bundle.root)
+        return {}
+    goal = min(float(target), float(fp32_escape))
+    use = split if split in load_data_yaml(data).splits else "train"
+    ev = evaluate_model(bundle.root, data, use, target_escape=goal, backend=backend)
+    metrics = {**bundle.sidecar.metrics, **metrics_for_sidecar(ev), "fp32_escape_rate": fp32_escape}
+    write_sidecar(bundle.root, bundle.sidecar.model_copy(update={"class_thresholds": ev["thresholds"], "metrics": metrics}))
+    log.info("INT8 thresholds calibrated to escape <= %.4f (FP32's): escape %s, overkill %s", goal, ev["escape_rate"],
+             ev["overkill_rate"])
+    return ev
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
@@ -184,16 +213,46 @@ def _onnx_bundle(bundle_dir: str | Path) -> Bundle:
     return bundle
 
 
-def _head_scope(nncf: Any, model: Any) -> Any:
-    """Keep the detect head (box regression, DFL, class sigmoid) in floating point, as ultralytics'
-    own INT8 OpenVINO export does: INT8 boxes and scores there cost mAP for little speed. The head is the
-    highest-numbered `/model.N/` scope of an ultralytics ONNX export."""
+def model_to_quantize(ov: Any, onnx: Path) -> Any:
+    """The ONNX graph as NNCF should see it: through `openvino.convert_model`, whose transformations fuse
+    each SiLU's Sigmoid * x into one Swish op. Read raw (`Core.read_model`) the 77 SiLUs of a YOLO11n stay
+    Sigmoid + Multiply, NNCF puts a quantizer between every convolution and its activation, and the
+    compiled INT8 model then runs each activation as a separate kernel: 20 of its 50 ms at 640 px here
+    (issue 22, OpenVINO's PERF_COUNT), which is where ultralytics' INT8 export (traced from torch, SiLU as
+    one op) was faster than ours."""
+    return ov.convert_model(str(onnx))
+
+
+# What stays in floating point (NNCF ignored scope), by name:
+#   decode: the box-decode tail of the detect head (DFL softmax, anchor arithmetic, the box/score Concat)
+#           and the class-score Sigmoid; every convolution, the head's included, is INT8. This is what
+#           ultralytics' own `int8=True` OpenVINO export leaves in float (its torch graph names the head's
+#           convolutions `model.23.cv2...`, outside its ignored `model.23/` scope), translated to the ONNX
+#           graph's names. Default.
+#   head:   the whole last `/model.N/` module and every Sigmoid (the recipe before issue 22). On the ONNX
+#           graph "every Sigmoid" also means the 78 SiLU gates of the backbone, and the 19 head
+#           convolutions stay FP32: each float island costs a dequantize/quantize pair, and that INT8
+#           model ran slower than FP32 (issue 22).
+#   none:   everything NNCF's MIXED preset quantizes.
+FLOAT_SCOPES = ("decode", "head", "none")
+
+
+def float_ops(nncf: Any, model: Any, scope: str) -> Any:
+    """The NNCF IgnoredScope for `scope` (FLOAT_SCOPES) on an ultralytics ONNX graph read by OpenVINO;
+    None when nothing is ignored (or the graph has no `/model.N/` head to name)."""
+    if scope not in FLOAT_SCOPES:
+        raise BundleError(f"INT8 float scope '{scope}' is unknown; use one of {', '.join(FLOAT_SCOPES)}")
     ops = model.get_ordered_ops()
     indices = [int(m.group(1)) for op in ops if (m := re.search(r"/model\.(\d+)/", op.get_friendly_name()))]
-    if not indices:
+    if scope == "none" or not indices:
         return None
     head = f"/model.{max(indices)}/"
-    names = [op.get_friendly_name() for op in ops if head in op.get_friendly_name() or op.get_type_name() == "Sigmoid"]
+    if scope == "head":
+        names = [op.get_friendly_name() for op in ops if head in op.get_friendly_name() or op.get_type_name() == "Sigmoid"]
+    else:
+        branch = re.compile(re.escape(head) + r"cv\d+\.")  # the head's per-level conv branches: quantized
+        names = [n for op in ops if head in (n := op.get_friendly_name()) and not branch.search(n)
+                 and op.get_type_name() != "Constant"]
     return nncf.IgnoredScope(names=names, validate=False)
 
 

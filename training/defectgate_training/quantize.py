@@ -67,7 +67,10 @@ def quantize_bundle(bundle_dir: str | Path, calib: str | Path, out: str | Path, 
         raise BundleError(f"{src.root}: INT8 quantization starts from an FP32 ONNX bundle, this one is "
                           f"{src.sidecar.engine}/{src.sidecar.precision}")
     images = calibration_images(calib, max_images)
+    from defectgate.tta import view_batcher
+
     pre = Preprocessor(src.sidecar.input)
+    views = view_batcher(src.sidecar)  # a view-batch bundle is calibrated on the views it will run
     input_name = src.sidecar.input.name
     h = hashlib.sha256()
 
@@ -80,7 +83,7 @@ def quantize_bundle(bundle_dir: str | Path, calib: str | Path, out: str | Path, 
                 img = read_image(path)
                 h.update(path.name.encode())
                 batch, _ = pre(img)
-                return {input_name: batch.copy()}
+                return {input_name: views(batch)[0] if views is not None else batch.copy()}
             return None
 
     out = Path(out)

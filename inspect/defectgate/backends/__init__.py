@@ -6,7 +6,7 @@ import logging
 import platform
 
 from ..bundle import Bundle
-from ..errors import BackendError, MissingExtraError
+from ..errors import BackendError, BundleError, MissingExtraError
 from .base import Backend, open_engines
 
 log = logging.getLogger(__name__)
@@ -14,31 +14,48 @@ log = logging.getLogger(__name__)
 NAMES = ("auto", "onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "openvino", "tensorrt")
 
 
-def load_backend(bundle: Bundle, name: str = "auto", threads: int = 0, compute_precision: str = "f32") -> Backend:
+def load_backend(bundle: Bundle, name: str = "auto", threads: int = 0, compute_precision: str = "f32",
+                 streams: int = 1, in_graph_preprocess: bool = False) -> Backend:
     """Open `bundle`'s model file with the named engine: the bare network. The test-time views the
     sidecar declares are the Detector's business (detector.py), like the rest of image -> Detections.
     `auto`: a TensorRT engine runs on TensorRT; an ONNX bundle runs on OpenVINO on an x86 CPU where
-    it is installed, else on ONNX Runtime.
+    it is installed, else on ONNX Runtime; when OpenVINO cannot run it here (the CPU lacks what the
+    bundle or compute precision needs, the IR is too new, ...) auto falls back to ONNX Runtime and logs why.
     `compute_precision` (f32, bf16, f16) is OpenVINO's inference precision for float layers: bf16
-    roughly halves CPU time where the CPU has AVX512_BF16/AMX; check the accuracy before using it."""
+    roughly halves CPU time where the CPU has AVX512_BF16/AMX; check the accuracy before using it.
+    `streams` > 1 (OpenVINO): that many parallel CPU streams, `infer` callable from as many threads.
+    `in_graph_preprocess` (OpenVINO; others ignore it): the engine takes the letterboxed uint8 canvas
+    and normalises in its graph; the backend's `input_format` says whether it did."""
     engine = bundle.sidecar.engine
-    if name == "auto":
-        if engine == "tensorrt":
-            name = "tensorrt"
-        elif engine == "openvino":
-            name = "openvino"
-        elif platform.machine().lower() in ("x86_64", "amd64") and _has_module("openvino"):
-            name = "openvino"
-        else:
+    if name != "auto":
+        return _open(bundle, name, threads, compute_precision, streams, in_graph_preprocess)
+    if engine == "tensorrt":
+        name = "tensorrt"
+    elif engine == "openvino":
+        name = "openvino"
+    elif platform.machine().lower() in ("x86_64", "amd64") and _has_module("openvino"):
+        try:
+            backend = _open(bundle, "openvino", threads, compute_precision, streams, in_graph_preprocess)
+        except (BackendError, BundleError) as exc:
+            log.warning("backend auto: openvino cannot run %s here (%s); falling back to onnxruntime",
+                        bundle.model_path.name, exc)
             name = "onnxruntime"
-        log.info("backend auto -> %s for %s", name, bundle.model_path.name)
-    return _open(bundle, name, threads, compute_precision)
+            compute_precision, streams = "f32", 1  # OpenVINO settings; ONNX Runtime runs the bundle as it is
+        else:
+            log.info("backend auto -> openvino for %s", bundle.model_path.name)
+            return backend
+    else:
+        name = "onnxruntime"
+    log.info("backend auto -> %s for %s", name, bundle.model_path.name)
+    return _open(bundle, name, threads, compute_precision, streams, in_graph_preprocess)
 
 
-def _open(bundle: Bundle, name: str, threads: int, compute_precision: str) -> Backend:
-    if compute_precision != "f32" and name != "openvino":
-        raise BackendError(f"compute_precision '{compute_precision}' is an OpenVINO setting; backend '{name}' runs "
-                           "the bundle's own precision (export an FP16 or INT8 bundle instead)")
+def _open(bundle: Bundle, name: str, threads: int, compute_precision: str, streams: int = 1,
+          in_graph_preprocess: bool = False) -> Backend:
+    for value, default, what in ((compute_precision, "f32", "compute_precision"), (streams, 1, "streams")):
+        if value != default and name != "openvino":
+            raise BackendError(f"{what} '{value}' is an OpenVINO setting; backend '{name}' runs "
+                               "the bundle's own precision and one stream (export an FP16 or INT8 bundle instead)")
     if name == "onnxruntime":
         from .onnxruntime import OnnxRuntimeBackend
 
@@ -50,7 +67,8 @@ def _open(bundle: Bundle, name: str, threads: int, compute_precision: str) -> Ba
     if name == "openvino":
         from .openvino import OpenVinoBackend  # lazily: raises MissingExtraError with the hint
 
-        return OpenVinoBackend(bundle, threads=threads, inference_precision=compute_precision)
+        return OpenVinoBackend(bundle, threads=threads, inference_precision=compute_precision, streams=streams,
+                               in_graph_preprocess=in_graph_preprocess)
     if name == "tensorrt":
         from .tensorrt import TensorRTBackend
 

@@ -9,14 +9,23 @@ An IR records the sha256 of the ONNX file it was converted from in its rt_info
 (`defectgate/source_onnx_sha256`, written by defectgate_training.openvino_int8). A bundle whose IR names
 another ONNX than the sidecar does is refused: it would run weights nobody evaluated.
 
-`infer()` is synchronous with the LATENCY hint (one frame at a time, lowest latency); the station
-overlaps capture, preprocessing and decoding with it in threads of its own (pipeline.py). An
-asynchronous request pool was tried and measured in that pipeline: no gain (issue 20), so it is gone.
+Preprocessing in the graph (`in_graph_preprocess`, what the Detector asks for): OpenVINO's
+PrePostProcessor turns the letterboxed BGR canvas, (N, H, W, 3) uint8, into the network's normalised
+RGB NCHW float input inside the compiled model, so the station's CPU side is the resize alone.
+
+Streams: `streams=1` is the LATENCY hint, one request using every core. `streams=N` compiles N CPU
+streams (each with its share of the threads) and keeps one infer request per stream; `infer()` is
+then safe to call from N threads at once (`concurrency`), which the station does (pipeline.py). On the
+2-core machine of issue 22 two single-thread streams spent 26 % less CPU per frame than one
+two-thread stream (its threads wait for each other at every layer, and for any core another thread
+holds): more frames per second, each one slower.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +44,9 @@ HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 # which moved boxes of a YOLO11n by pixels against ONNX Runtime here; the station runs what the gate
 # measured (f32) unless told otherwise, and the backend name says when it is not f32.
 INFERENCE_PRECISIONS = ("f32", "bf16", "f16")
+# what OPTIMIZATION_CAPABILITIES must list for a precision to run natively, and the instructions behind it
+NEEDS = {"int8": ("INT8", "INT8 instructions (AVX2 or better)"), "bf16": ("BF16", "AVX512_BF16 or AMX"),
+         "f16": ("FP16", "AVX512_FP16 or AMX-FP16")}
 
 
 def ir_source_sha(model: Any) -> str:
@@ -59,7 +71,7 @@ class OpenVinoBackend:
     "openvino:CPU:int8", or "openvino:CPU:fp32+bf16" when the other ops run in bf16."""
 
     def __init__(self, bundle: Bundle, threads: int = 0, hint: str = "LATENCY", device: str = "CPU",
-                 inference_precision: str = "f32"):
+                 inference_precision: str = "f32", streams: int = 1, in_graph_preprocess: bool = False):
         ov = require("openvino", "openvino", "the openvino backend")
         if hint not in HINTS:
             raise BackendError(f"openvino hint '{hint}' is unknown; use one of {', '.join(HINTS)}")
@@ -69,6 +81,8 @@ class OpenVinoBackend:
             )
         if threads < 0:
             raise BackendError(f"openvino threads = {threads}; use 0 (all cores) or a positive count")
+        if streams < 1:
+            raise BackendError(f"openvino streams = {streams}; use 1 (lowest latency) or more (throughput)")
         self.bundle = bundle
         self._ov = ov
         self.core = ov.Core()
@@ -77,25 +91,33 @@ class OpenVinoBackend:
                 f"OpenVINO device '{device}' is not available on this machine (have {self.core.available_devices}); "
                 "OpenVINO's CPU plugin needs an x86-64 CPU with SSE4.2 or an ARM64 CPU: use backend onnxruntime here"
             )
-        model, self.model_file = self._read_model(bundle)
         self.precision = bundle.sidecar.precision
-        self._check_instruction_set(device)
+        self._check_instruction_set(device, inference_precision)
+        model, self.model_file = self._read_model(bundle)
         self._check_input(model)
+        self.input_format = "nhwc_u8" if in_graph_preprocess else "nchw"
+        if in_graph_preprocess:
+            model = _preprocess_in_graph(ov, model, bundle.sidecar.input)
         config: dict[str, Any] = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": inference_precision}
+        if streams > 1:
+            config.update({"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(streams)})
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
             self.compiled = self.core.compile_model(model, device, config)
         except RuntimeError as exc:
             raise BackendError(f"{self.model_file}: OpenVINO could not compile the model for {device}: {exc}") from exc
-        self.request = self.compiled.create_infer_request()
+        self.concurrency = streams
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(streams):
+            self._requests.put(self.compiled.create_infer_request())
         self.output_names = [o.get_any_name() for o in self.compiled.outputs]
         self.inference_precision = inference_precision
         suffix = "" if inference_precision == "f32" else f"+{inference_precision}"
-        self.name = f"openvino:{device}:{self.precision}{suffix}"
-        self.hint = hint
-        log.info("openvino %s compiled %s (%s, hint %s, threads %s)", ov.__version__, self.model_file.name,
-                 self.precision, hint, threads or "all")
+        self.name = f"openvino:{device}:{self.precision}{suffix}" + (f":{streams}streams" if streams > 1 else "")
+        self.hint = config["PERFORMANCE_HINT"]
+        log.info("openvino %s compiled %s (%s, hint %s, streams %d, threads %s, input %s)", ov.__version__,
+                 self.model_file.name, self.precision, self.hint, streams, threads or "all", self.input_format)
         engine_opened(self)
 
     # -- loading -----------------------------------------------------------------------------------
@@ -103,7 +125,11 @@ class OpenVinoBackend:
         sc = bundle.sidecar
         if sc.engine == "onnx":
             sibling = bundle.root / "model.xml"
-            if sibling.is_file():
+            newer = sibling.is_file() and _newer_than_installed(ir_writer_version(sibling), ov_version(self._ov))
+            if newer:  # the ONNX is the bundle's model; the IR beside it is only a start-up shortcut
+                log.warning("%s was written by OpenVINO %s, newer than this %s: converting %s instead",
+                            sibling, ir_writer_version(sibling), ov_version(self._ov), sc.model_file)
+            if sibling.is_file() and not newer:
                 model = self._read(sibling)
                 recorded = ir_source_sha(model)
                 if recorded != sc.sha256:
@@ -118,6 +144,7 @@ class OpenVinoBackend:
             xml = bundle.model_path
             if xml.suffix != ".xml":
                 raise BundleError(f"{bundle.root / 'model.json'}: an openvino bundle's model_file must be an .xml IR, got '{sc.model_file}'")
+            self._check_writer_version(xml)
             bin_path = _ir_pair(xml)
             want_bin = sc.engine_info.get("weights_sha256")
             if want_bin and sha256_file(bin_path) != want_bin:
@@ -150,20 +177,29 @@ class OpenVinoBackend:
         except RuntimeError as exc:
             raise BackendError(f"{path}: OpenVINO could not read the model: {exc}") from exc
 
-    def _check_instruction_set(self, device: str) -> None:
-        """An INT8 model on a CPU without INT8 support (no AVX2/VNNI class instructions) would run, if at
-        all, slower than FP32: refuse it with the FP32 alternative instead."""
-        if self.precision != "int8":
-            return
-        try:
-            caps = list(self.core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
-        except RuntimeError:
-            return
-        if "INT8" not in caps:
-            raise BackendError(
-                f"{self.bundle.model_path}: this {device} lacks the instruction set for INT8 inference "
-                f"(OpenVINO reports {caps}); run the FP32 bundle instead"
-            )
+    def _check_instruction_set(self, device: str, compute: str) -> None:
+        """An INT8 model, or bf16/f16 compute, on a CPU without the instructions for it would run, if at
+        all, emulated and slower than FP32: refuse it and name the alternative."""
+        caps = None
+        for wanted, alternative in ((self.precision, "run the FP32 bundle instead"),
+                                    (compute, "use compute_precision f32 (model.compute_precision)")):
+            if wanted not in NEEDS:
+                continue
+            if caps is None:
+                try:
+                    caps = list(self.core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
+                except RuntimeError:
+                    return
+            cap, isa = NEEDS[wanted]
+            if cap not in caps:
+                raise BackendError(f"{self.bundle.model_path}: this {device} lacks {isa} for {wanted} inference "
+                                   f"(OpenVINO reports {caps}); {alternative}")
+
+    def _check_writer_version(self, xml: Path) -> None:
+        written, here = ir_writer_version(xml), ov_version(self._ov)
+        if _newer_than_installed(written, here):
+            raise BundleError(f"{xml}: this IR was written by OpenVINO {written}, this machine has {here}; "
+                              f"upgrade it (pip install 'openvino>={written}') or re-export the bundle here")
 
     def _check_input(self, model: Any) -> None:
         spec = self.bundle.sidecar.input
@@ -183,20 +219,68 @@ class OpenVinoBackend:
                     "(input.batch, 3, input.imgsz); the sidecar does not belong to this model"
                 )
 
-    # -- synchronous ---------------------------------------------------------------------------------
+    # -- inference ---------------------------------------------------------------------------------
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Run one preprocessed NCHW batch. The input is shared, not copied; outputs are copies the
-        caller may keep."""
-        if batch.dtype != np.float32:
+        """Run one batch: (N, 3, H, W) float, or with the preprocessing in the graph the (N, H, W, 3)
+        uint8 canvas. The input is shared, not copied; outputs are copies the caller may keep. Up to
+        `concurrency` threads may call this at once (one request each)."""
+        if self.input_format == "nchw" and batch.dtype != np.float32:
             batch = batch.astype(np.float32)
+        request = self._requests.get()
         try:
-            result = self.request.infer({0: batch}, share_inputs=True, share_outputs=True)
+            result = request.infer({0: batch}, share_inputs=True, share_outputs=True)
+            # Shared outputs are views into the request's buffers; copy before the request is reused.
+            return [np.array(result[i], copy=True) for i in range(len(self.output_names))]
         except RuntimeError as exc:
             raise BackendError(f"openvino inference failed: {exc}") from exc
-        # Shared outputs are views into the request's buffers; copy so the next infer can't change them.
-        return [np.array(result[i], copy=True) for i in range(len(self.output_names))]
+        finally:
+            self._requests.put(request)
 
     def close(self) -> None:
-        self.request = None
+        self._requests = queue.SimpleQueue()
         self.compiled = None
         engine_closed(self)
+
+
+def _preprocess_in_graph(ov: Any, model: Any, spec: Any) -> Any:
+    """The sidecar's normalisation as graph steps: uint8 NHWC BGR in, the network's NCHW input out.
+    model input = (pixel * scale - mean) / std = (pixel - mean / scale) / (std / scale)."""
+    from openvino.preprocess import ColorFormat, PrePostProcessor
+
+    ppp = PrePostProcessor(model)
+    inp = ppp.input()
+    inp.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(ColorFormat.BGR)
+    inp.model().set_layout(ov.Layout("NCHW"))
+    steps = inp.preprocess().convert_element_type(ov.Type.f32)
+    if spec.color == "RGB":
+        steps.convert_color(ColorFormat.RGB)
+    mean, std = np.asarray(spec.mean, np.float64), np.asarray(spec.std, np.float64)
+    if np.any(mean != 0):
+        steps.mean([float(m / spec.scale) for m in mean])
+    steps.scale([float(s / spec.scale) for s in std] if np.any(std != 1) else float(1.0 / spec.scale))
+    return ppp.build()
+
+
+def ov_version(ov: Any) -> str:
+    """"2026.4.1" of the installed OpenVINO (its __version__ carries a build suffix)."""
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", str(ov.__version__))
+    return ".".join(g for g in m.groups() if g is not None) if m else str(ov.__version__)
+
+
+def ir_writer_version(xml: Path) -> str:
+    """The OpenVINO release that wrote an IR (its rt_info, at the end of the .xml), or ''."""
+    with open(xml, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - (1 << 16)))
+        tail = f.read().decode("utf-8", "replace")
+    m = re.search(r'name="OpenVINO Runtime" value="(\d+\.\d+(?:\.\d+)?)', tail)
+    return m.group(1) if m else ""
+
+
+def _newer_than_installed(written: str, installed: str) -> bool:
+    """Whether an IR written by release `written` may use what release `installed` lacks. OpenVINO reads
+    IRs of its own and older releases; releases are year.minor, patches do not change the IR."""
+    def release(v: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in v.split(".")[:2])
+
+    return bool(written) and release(written) > release(installed)

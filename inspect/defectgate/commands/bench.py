@@ -1,9 +1,12 @@
-"""`defectgate bench --model BUNDLE --frames N --json out.json [--backend B] [--weights best.pt
---data data.yaml] [--rounds R] [--soak-minutes M]`: raw inference vs the full per-frame pipeline,
-pipelined throughput, fire-time error under inference load (`--timing thread|process`: the station's
-timing thread, or the timing process of issue #23; at least `--pulses` pulses), peak RSS, and, when ultralytics is
+"""`defectgate bench --model BUNDLE --frames N --json out.json [--backend B | --ours C1,C2,...]
+[--sizes bundle,640] [--weights best.pt --data data.yaml] [--rounds R] [--isa AVX2] [--soak-minutes M]
+[--timing thread|process --pulses P]`: raw inference vs the full per-frame pipeline, the fixed cost
+around the engine, pipelined throughput and engine-busy fraction, fire-time error under inference load
+(`--timing`: the station's timing thread, or the timing process of issue #23; at least `--pulses`
+pulses), peak RSS, and, when ultralytics is
 installed, ultralytics predict on the same ONNX model and on its own OpenVINO FP32 / INT8 exports
-of `--weights` (each engine in its own process, alternating rounds). Prints a table; writes JSON."""
+of `--weights` (each engine in its own process, alternating rounds), at each size. Prints one table
+with the ratios against ultralytics; writes JSON."""
 
 from __future__ import annotations
 
@@ -34,9 +37,20 @@ def main(argv: list[str]) -> int:
                    help="who times the reject pulses: the station's thread, or a process of its own (line.timing.process)")
     p.add_argument("--pulses", type=int, default=200, help="pulses to time per round (the frames are replayed "
                    "until there are as many parts; every part is fired)")
+    p.add_argument("--ours", default=None,
+                   help="our configurations, comma-separated: onnxruntime, openvino, openvino-int8 (our NNCF INT8 "
+                        "bundle), with @N for N OpenVINO streams or :bf16 for bf16 compute (default: --backend)")
+    p.add_argument("--sizes", default="bundle",
+                   help="input sizes, comma-separated: 'bundle' (its own) and pixel sizes exported from --weights, e.g. 640")
+    p.add_argument("--int8-model", default=None, help="our INT8 OpenVINO bundle at the bundle's size (default: exported "
+                                                       "from the bundle with --data when openvino-int8 is asked for)")
+    p.add_argument("--isa", default="", help="cap oneDNN's instruction set for every worker (ONEDNN_MAX_CPU_ISA), e.g. "
+                                             "AVX2: OpenVINO then runs as on a CPU without AVX-512 and VNNI")
     args = p.parse_args(argv)
     if args.frames < 10:
         raise ConfigError(f"--frames {args.frames}: use at least 10 (the first 5 are warm-up)")
+    sizes = [_size(v) for v in args.sizes.split(",") if v.strip()]
+    ours = [_config(c) for c in args.ours.split(",") if c.strip()] if args.ours else None
     weights = Path(args.weights) if args.weights else None
     if weights is not None and not weights.is_file():
         raise ConfigError(f"--weights {weights}: file not found (the .pt the bundle was exported from)")
@@ -48,7 +62,8 @@ def main(argv: list[str]) -> int:
         result, text = _shadow(args, out)
     else:
         result = run(Path(args.model), args.frames, args.backend, args.threads, args.rounds, weights, args.data, out,
-                     args.soak_minutes, timing=args.timing, pulses=args.pulses)
+                     args.soak_minutes, ours=ours, sizes=sizes, int8=args.int8_model, isa=args.isa,
+                     timing=args.timing, pulses=args.pulses)
         text = table(result)
     print(text)
     if args.json_out:
@@ -73,3 +88,26 @@ def _shadow(args, out: Path) -> tuple[dict, str]:
     result = run_shadow(Path(args.model), Path(args.shadow), frames, args.backend, args.threads, args.rounds,
                         args.line_rate, args.frames)
     return result, table_shadow(result)
+
+
+def _size(value: str) -> int | None:
+    value = value.strip()
+    if value == "bundle":
+        return None
+    if not value.isdigit() or int(value) % 32:
+        raise ConfigError(f"--sizes {value!r}: use 'bundle' or a pixel size that is a multiple of 32, e.g. 640")
+    return int(value)
+
+
+def _config(value: str) -> str:
+    """One --ours entry, checked before anything is exported or timed."""
+    from ..backends import NAMES
+
+    value = value.strip()
+    name, _, streams = value.partition("@")
+    engine, _, compute = name.partition(":")
+    if engine not in (*NAMES, "openvino-int8") or compute not in ("", "bf16", "f16") or (streams and not streams.isdigit()) \
+            or (compute or streams) and not engine.startswith("openvino"):
+        raise ConfigError(f"--ours {value!r}: use one of {', '.join((*NAMES, 'openvino-int8'))}; OpenVINO ones may end "
+                          "in :bf16 (compute precision) and @N (N streams), e.g. openvino-int8@2")
+    return value

@@ -31,6 +31,9 @@ def main(argv: list[str]) -> int:
                    help="judge every frame also as its mirror image(s) (hflip: 2 inferences per frame, hvflip: 4) "
                         "and shrunk (hvflip-ms: hvflip at scales 1, 0.83, 0.67, 12 inferences) and merge what they "
                         "see (docs/accuracy.md); the thresholds are calibrated with it")
+    p.add_argument("--no-view-batch", action="store_true",
+                   help="with --tta: keep the model at batch 1 and run the views one inference each "
+                        "(default: the views are the model's batch, one inference per frame)")
     p.add_argument("--parity-images", type=int, default=8)
     p.add_argument("--engine", choices=("onnxruntime", "openvino"), default="onnxruntime",
                    help="engine of the extra export: onnxruntime (INT8 QDQ ONNX) or openvino (with --int8: an NNCF INT8 "
@@ -45,7 +48,8 @@ def main(argv: list[str]) -> int:
     if a.int8 and not (a.calib or a.data):
         raise ConfigError("--int8 needs --calib DIR (images like the line's) or --data to calibrate on")
     r = export_bundle(a.weights, a.out, a.data, a.imgsz, half=a.half, parity_images=a.parity_images,
-                      calibrate=not a.no_calibrate, target_escape=a.target_escape, head=a.head, tta=a.tta)
+                      calibrate=not a.no_calibrate, target_escape=a.target_escape, head=a.head, tta=a.tta,
+                      view_batch=not a.no_view_batch)
     sc, par = r.sidecar, r.parity
     print(f"bundle {r.bundle}: {sc['architecture']} {sc['precision']} {sc['output']['layout']} {sc['input']['imgsz']} "
           f"tta {a.tta} classes {sc['classes']}")
@@ -64,6 +68,13 @@ def main(argv: list[str]) -> int:
         q = export_openvino_int8(r.bundle, a.calib or a.data, r.bundle.with_name(r.bundle.name + "-openvino-int8"),
                                  val_images=a.data, calib_limit=a.calib_images)
         print(f"openvino int8 bundle {q.bundle_dir}: {q.mode}, {q.calibration_images} calibration images, {q.metrics}")
+        if a.data and not a.no_calibrate:
+            from ..openvino_int8 import calibrate_like_fp32
+
+            e = calibrate_like_fp32(q.bundle_dir, a.data)
+            if e:
+                print(f"int8 val: mAP50 {e['map50']:.4f} escape {e['escape_rate']} overkill {e['overkill_rate']} "
+                      f"at its own thresholds {e['thresholds']} (escape target: FP32's)")
         return 0
     if a.int8:
         from ..quantize import quantize_bundle

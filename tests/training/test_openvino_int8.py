@@ -1,0 +1,47 @@
+"""The INT8 OpenVINO bundle's own operating point (issue 22): its per-class thresholds are calibrated
+through the INT8 model to the escape rate the FP32 bundle reached on the same split, so INT8 lets no
+more NG parts pass there than FP32 did."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from defectgate.bundle import load_bundle, read_sidecar, write_sidecar
+
+pytest.importorskip("openvino")
+pytest.importorskip("nncf")
+
+
+@pytest.mark.slow
+def test_int8_thresholds_are_calibrated_to_the_fp32_escape_rate(bundle, synth_data, tmp_path, caplog):
+    from defectgate_training.openvino_int8 import calibrate_like_fp32, export_openvino_int8
+
+    fp32 = load_bundle(bundle.bundle).sidecar
+    out = export_openvino_int8(bundle.bundle, synth_data, tmp_path / "int8").bundle_dir
+    before = load_bundle(out).sidecar
+    assert before.engine_info["source_metrics"]["escape_rate"] == fp32.metrics["escape_rate"]
+    ev = calibrate_like_fp32(out, synth_data)
+    after = load_bundle(out).sidecar
+    assert after.class_thresholds == ev["thresholds"]  # the INT8 bundle now runs at its own thresholds
+    assert after.metrics["escape_rate"] == ev["escape_rate"] <= fp32.metrics["escape_rate"]
+    assert after.metrics["target_escape_rate"] == min(fp32.metrics["target_escape_rate"], fp32.metrics["escape_rate"])
+    assert after.metrics["fp32_escape_rate"] == fp32.metrics["escape_rate"]
+    assert after.sha256 == before.sha256  # the model file is untouched, the bundle still loads
+
+    # the goal is the lower of FP32's target and what FP32 reached: here FP32 did better than its target
+    side = read_sidecar(out / "model.json")
+    write_sidecar(out, side.model_copy(update={"engine_info": {
+        **side.engine_info, "source_metrics": {"escape_rate": 0.25, "target_escape_rate": 0.6}}}))
+    calibrate_like_fp32(out, synth_data)
+    assert load_bundle(out).sidecar.metrics["target_escape_rate"] == 0.25
+
+    # an FP32 source that was never calibrated gives nothing to match: thresholds stay, and it says so
+    side = read_sidecar(out / "model.json")
+    after = side
+    write_sidecar(out, side.model_copy(update={"engine_info": {**side.engine_info, "source_metrics": {}}}))
+    with caplog.at_level(logging.WARNING, logger="defectgate_training.openvino_int8"):
+        assert calibrate_like_fp32(out, synth_data) == {}
+    assert "records no calibrated escape rate" in caplog.text
+    assert load_bundle(out).sidecar.class_thresholds == after.class_thresholds
