@@ -123,3 +123,12 @@ def test_share_0_trains_on_the_split_as_it_is(trained, synth_data):
     run = trained.run_dir
     assert not (run / "data-bg").exists() and "background" not in json.loads((run / "run.json").read_text())
     assert str(load_data_yaml(synth_data).root) in (run / "data.yaml").read_text()
+
+
+def test_a_resume_without_the_first_runs_mix_is_refused_naming_it(tmp_path):
+    data = _dataset(tmp_path / "src", [CORNER] * 4)
+    (tmp_path / "run" / "weights").mkdir(parents=True)
+    (tmp_path / "run" / "weights" / "last.pt").write_bytes(b"")  # an interrupted run, its data-bg gone
+    with pytest.raises(DatasetError, match=r"run/data-bg/background\.json: the background mix of this run is missing"):
+        train(_cfg(data, tmp_path / "run", 0.2), resume=True)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["weights"]

@@ -176,13 +176,18 @@ def train(cfg: TrainConfig, resume: bool = False, extra_transforms: list | None 
         # ultralytics would try to download a missing .pt by its name; a resume needs only last.pt
         raise ConfigError(f"key 'model': {cfg.model} not found (a .pt must be a file from an earlier run; "
                           "to train from scratch name an architecture yaml such as yolo11n.yaml)")
-    bg_plan = background.plan(spec, cfg.background, cfg.seed) if cfg.background and not resume else None
+    bg_plan = bg = None
+    if cfg.background:  # train on the mix; a resume finds it where the first run built it
+        if resume:
+            bg = background.read_manifest(run_dir / "data-bg")
+        else:
+            bg_plan = background.plan(spec, cfg.background, cfg.seed)
     U = ultralytics()
     device = resolve_device(cfg.device)
     run_dir.mkdir(parents=True, exist_ok=True)
-    bg = None
-    if cfg.background:  # train on the mix; a resume finds it where the first run built it
-        bg = background.write(bg_plan, run_dir / "data-bg") if bg_plan else background.read_manifest(run_dir / "data-bg")
+    if bg_plan:
+        bg = background.write(bg_plan, run_dir / "data-bg")
+    if bg:
         spec = load_data_yaml(bg["data"])
         log.info("background %.2f: %d OK crops beside %d train images (%d with defects)", cfg.background,
                  bg["ok_crops"], bg["train_images"], bg["defect_images"])
