@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -132,3 +134,18 @@ def test_a_resume_without_the_first_runs_mix_is_refused_naming_it(tmp_path):
     with pytest.raises(DatasetError, match=r"run/data-bg/background\.json: the background mix of this run is missing"):
         train(_cfg(data, tmp_path / "run", 0.2), resume=True)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["weights"]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize("share", ["", "0.2"])
+def test_make_train_passes_background_only_when_set(share):
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(["make", "-n", "train", f"BACKGROUND={share}"], cwd=root, capture_output=True, text=True,
+                         check=True).stdout.replace("\\\n", " ")
+    line = next(ln for ln in out.splitlines() if " train --config " in ln)
+    assert ("--background 0.2" in line) == bool(share) and ("--background" in line) == bool(share)
+
+
+def test_the_default_training_config_keeps_background_off():
+    root = Path(__file__).resolve().parents[2]
+    assert load_train_config(root / "configs" / "train-default.yaml").background == 0.0
