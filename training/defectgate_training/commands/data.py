@@ -12,7 +12,8 @@ from defectgate.errors import DatasetError
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="defectgate data", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="{synth,import,validate,split,halves,okparts,stats,merge}")
+    sub = p.add_subparsers(dest="cmd", required=True,
+                           metavar="{synth,import,validate,split,halves,okparts,stats,merge}")
 
     s = sub.add_parser("synth", help="render the synthetic parts dataset (the embedded default)")
     s.add_argument("--out", required=True, type=Path, help="dataset folder to create")
