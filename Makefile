@@ -162,6 +162,10 @@ HEAD ?= auto
 # those 4 at 3 scales, 12 inferences per frame; docs/accuracy.md "Test-time augmentation"); evaluate and
 # export both use it, and export calibrates the thresholds with it on.
 TTA ?= none
+# BACKGROUND: the share of the training images that are OK crops (empty labels, ultralytics' background
+# images) cut from the train split's defect images, e.g. 0.2 (`defectgate train --background`;
+# docs/accuracy.md "OK parts in training"). Empty = off: the train split as it is.
+BACKGROUND ?=
 
 # Dataset increments exported by the QA app (make qa) are merged into DATA before training, so
 # reviewed rejects and missed defects flow back into the model; the merged set is what is trained,
@@ -180,7 +184,8 @@ data: setup
 	$(DG) data halves $(TRAIN_DATA) --split val --out $(HALVES) --seed $(SEED)
 
 train: setup
-	$(DG) train --config $(TRAIN_CONFIG) --data $(TRAIN_DATA) --epochs $(EPOCHS) --imgsz $(IMGSZ) --seed $(SEED) --out $(RETRAIN_DIR)/train
+	$(DG) train --config $(TRAIN_CONFIG) --data $(TRAIN_DATA) --epochs $(EPOCHS) --imgsz $(IMGSZ) --seed $(SEED) --out $(RETRAIN_DIR)/train \
+		$(if $(strip $(BACKGROUND)),--background $(BACKGROUND))
 
 evaluate: setup
 	$(DG) evaluate --model $(RETRAIN_DIR)/train/weights/best.pt --data $(HALVES)/gate.yaml --split val \

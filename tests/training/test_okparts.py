@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
@@ -73,3 +74,43 @@ def test_a_missing_label_is_an_ok_part_not_a_crash(tmp_path):
     res = okparts.build(str(data), "val", tmp_path / "mixed")
     assert (res["ng_parts"], res["ok_parts"]) == (1, 2)  # p0 + its crop are NG + OK; p1 is OK as it is
     assert (tmp_path / "mixed" / "labels" / "val" / "p1.txt").read_text() == ""
+
+
+def test_data_okparts_subcommand_writes_ng_links_ok_crops_and_a_loadable_yaml(tmp_path, capsys):
+    from defectgate.cli import main
+
+    data = _all_defective(tmp_path / "src", n=4)
+    (tmp_path / "src" / "labels" / "val" / "p2.txt").write_text("0 0.5 0.5 1.0 1.0\n")  # no clean window left
+    (tmp_path / "src" / "labels" / "val" / "p3.txt").write_text("")  # an OK part already
+    out = tmp_path / "runs" / "val-ok"
+    assert main(["data", "okparts", "--data", str(data), "--split", "val", "--out", str(out)]) == 0
+    line = capsys.readouterr().out
+    assert "3 NG images" in line and "2 OK crops" in line and "1 NG images gave no OK window" in line, line
+    assert "1 images were OK already" in line
+    imgs = split_images(load_data_yaml(out / "data.yaml"), "val")
+    names = sorted(p.name for p in imgs)
+    assert names == ["ok_p0.png", "ok_p1.png", "p0.png", "p1.png", "p2.png", "p3.png"]
+    for p in imgs:
+        if p.name.startswith("ok_"):
+            assert not p.is_symlink() and label_path_for(p).read_text() == ""
+            assert cv2.imread(str(p)).shape == (128, 128, 3)
+        else:
+            assert p.is_symlink() and p.resolve() == (tmp_path / "src" / "images" / "val" / p.name).resolve()
+            assert label_path_for(p).read_text() == (tmp_path / "src" / "labels" / "val" / f"{p.stem}.txt").read_text()
+
+
+@pytest.mark.parametrize("case, match", [
+    ("no-yaml", r"nope\.yaml: dataset yaml not found"),
+    ("no-split", r"data\.yaml: split 'train' is not defined"),
+    ("every-0", r"--every 0 --offset 0: need every >= 1"),
+])
+def test_data_okparts_bad_input_is_named_and_writes_nothing(tmp_path, capsys, case, match):
+    from defectgate.cli import main
+
+    data = _all_defective(tmp_path / "src", n=2)
+    args = {"no-yaml": ["--data", str(tmp_path / "nope.yaml")], "no-split": ["--data", str(data), "--split", "train"],
+            "every-0": ["--data", str(data), "--every", "0"]}[case]
+    out = tmp_path / "runs" / "ok"
+    assert main(["data", "okparts", *args, "--out", str(out)]) == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert not (tmp_path / "runs").exists()  # not even the parent folder

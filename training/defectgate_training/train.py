@@ -3,6 +3,7 @@ resumable, one run folder per run:
 
     OUT/config.yaml      the resolved training config (what was asked for)
     OUT/data.yaml        the dataset yaml with an absolute path (what ultralytics read)
+    OUT/data-bg/         with `background: SHARE` > 0 only: the train split plus OK crops (background.py)
     OUT/args.yaml        ultralytics' full argument set (written by ultralytics)
     OUT/results.csv      metrics per epoch (written by ultralytics)
     OUT/epochs.jsonl     the same per epoch as JSON lines, with wall time
@@ -21,12 +22,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from defectgate.errors import ConfigError, DatasetError
 from defectgate.staging import write_json_atomic
 
 from . import augment as aug
+from . import background
 from .datayaml import fingerprint, load_data_yaml, resolved_yaml, split_images
 from .ultra import ultralytics
 
@@ -53,9 +55,20 @@ class TrainConfig(BaseModel):
     # Training arithmetic. auto: bf16 autocast on a GPU, and on a CPU with native bf16 (AVX512_BF16/AMX:
     # 1.75x faster per step on Zen 4, see cpu_bf16.py); fp32 elsewhere. bf16 on a CPU without it is refused.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # Fraction of the training images that are OK crops (empty labels) cut from the train split's defect
+    # images (background.py); 0 = off, the train split as it is.
+    background: float = 0.0
     # Any other ultralytics train argument (fliplr, flipud, mosaic, hsv_v, cos_lr, lr0, close_mosaic,
     # cache, amp, patience, time, deterministic, plots, ...).
     hyp: dict[str, Any] = Field(default_factory=dict)
+
+
+    @field_validator("background")
+    @classmethod
+    def _share(cls, v: float) -> float:
+        if not 0 <= v < 1:
+            raise ValueError("the share of OK crops in the training set must be in [0, 1) (0 = off, e.g. 0.2)")
+        return v
 
 
 @dataclass
@@ -163,9 +176,21 @@ def train(cfg: TrainConfig, resume: bool = False, extra_transforms: list | None 
         # ultralytics would try to download a missing .pt by its name; a resume needs only last.pt
         raise ConfigError(f"key 'model': {cfg.model} not found (a .pt must be a file from an earlier run; "
                           "to train from scratch name an architecture yaml such as yolo11n.yaml)")
+    bg_plan = bg = None
+    if cfg.background:  # train on the mix; a resume finds it where the first run built it
+        if resume:
+            bg = background.read_manifest(run_dir / "data-bg")
+        else:
+            bg_plan = background.plan(spec, cfg.background, cfg.seed)
     U = ultralytics()
     device = resolve_device(cfg.device)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if bg_plan:
+        bg = background.write(bg_plan, run_dir / "data-bg")
+    if bg:
+        spec = load_data_yaml(bg["data"])
+        log.info("background %.2f: %d OK crops beside %d train images (%d with defects)", cfg.background,
+                 bg["ok_crops"], bg["train_images"], bg["defect_images"])
     data_yaml = resolved_yaml(spec, run_dir / "data.yaml")
     _write_yaml(run_dir / "config.yaml", cfg.model_dump(mode="json"))
     jsonl = run_dir / "epochs.jsonl"
@@ -220,6 +245,8 @@ def train(cfg: TrainConfig, resume: bool = False, extra_transforms: list | None 
         "versions": tool_versions(),
         "augment": aug.describe(augment_cfg),
     }
+    if bg:
+        summary["background"] = bg
     write_json_atomic(save_dir / "run.json", summary)
     log.info("best weights %s  mAP50 %.3f  mAP50-95 %.3f", best, summary["map50"] or 0, summary["map50_95"] or 0)
     return TrainResult(save_dir, best, save_dir / "weights" / "last.pt", summary)

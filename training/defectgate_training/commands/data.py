@@ -1,4 +1,4 @@
-"""`defectgate data synth|import|validate|split|halves|stats|merge`: build and check YOLO datasets."""
+"""`defectgate data synth|import|validate|split|halves|okparts|stats|merge`: build and check YOLO datasets."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from defectgate.errors import DatasetError
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="defectgate data", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="{synth,import,validate,split,halves,stats,merge}")
+    sub = p.add_subparsers(dest="cmd", required=True,
+                           metavar="{synth,import,validate,split,halves,okparts,stats,merge}")
 
     s = sub.add_parser("synth", help="render the synthetic parts dataset (the embedded default)")
     s.add_argument("--out", required=True, type=Path, help="dataset folder to create")
@@ -55,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     hv.add_argument("--split", default="val", help="the split to halve (default val)")
     hv.add_argument("--out", required=True, type=Path, help="folder for calib.yaml, gate.yaml and their lists")
     hv.add_argument("--seed", type=int, default=0)
+
+    ok = sub.add_parser("okparts", help="OK parts for an all-defective split: a defect-free crop of each image "
+                        "(empty label) beside the image itself")
+    from ..okparts import add_arguments
+
+    add_arguments(ok)
 
     st = sub.add_parser("stats", help="per-class counts, OK/NG parts, box sizes, image sizes")
     st.add_argument("dataset", type=Path)
@@ -122,6 +129,11 @@ def main(argv: list[str]) -> int:
         man = write_halves(args.dataset, args.out, args.split, args.seed)
         print(f"wrote {Path(args.out).absolute()}: " + ", ".join(
             f"{h} {c['images']} ({c['ng']} NG, {c['ok']} OK)" for h, c in man["halves"].items()))
+        return 0
+    if args.cmd == "okparts":
+        from ..okparts import run
+
+        print(run(args))
         return 0
     if args.cmd == "stats":
         from ..data.stats import compute_stats, format_stats

@@ -32,6 +32,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--workers", type=int)
     p.add_argument("--device", help="cpu, 0 (first GPU) or auto")
     p.add_argument("--augment", help="augmentation preset: inspection, texture, none")
+    p.add_argument("--background", type=float, metavar="SHARE",
+                   help="fraction of the training images that are OK crops (empty labels) cut from the train "
+                   "split's defect images, e.g. 0.2; 0 = off (default; config key 'background')")
     p.add_argument("--out", help="run folder (default runs/train)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config key, e.g. --set hyp.flipud=0.5 --set augment.rotate90=0.5")
@@ -45,7 +48,7 @@ def main(argv: list[str]) -> int:
 
         saved = Path(a.out or "runs/train") / "config.yaml"
         config = str(saved) if saved.is_file() else None
-    overrides = {k: getattr(a, k) for k in ("data", "model", "epochs", "imgsz", "batch", "seed", "workers", "device", "augment", "out")}
+    overrides = {k: getattr(a, k) for k in ("data", "model", "epochs", "imgsz", "batch", "seed", "workers", "device", "augment", "background", "out")}
     overrides.update(parse_set(a.set))
     cfg = load_train_config(config, overrides)
     result = train(cfg, resume=a.resume)
