@@ -1,9 +1,10 @@
-"""Image files, one helper each: which suffixes are images, listing a folder's images, reading one
-with an error that names the file, and the one rule for picking a sample of them (INT8 calibration
+"""Image files, one helper each: which suffixes are images, listing a folder's images, where an
+image's YOLO label file is, reading one with an error that names the file, and the one rule for picking a sample of them (INT8 calibration
 sets: TensorRT, OpenVINO and ONNX Runtime alike)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence, TypeVar
 
@@ -26,6 +27,17 @@ def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
     folder = Path(folder)
     found = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(p for p in found if is_image(p) and p.is_file())
+
+
+def label_path_for(image: Path) -> Path:
+    """ultralytics' rule: the last '/images/' in the path becomes '/labels/', suffix becomes .txt
+    (images/val/a.png -> labels/val/a.txt)."""
+    s = str(image)
+    sep_img, sep_lbl = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    if sep_img in s:
+        head, tail = s.rsplit(sep_img, 1)
+        s = head + sep_lbl + tail
+    return Path(s).with_suffix(".txt")
 
 
 def read_image(path: str | Path, error: type[DefectgateError] = DatasetError) -> np.ndarray:

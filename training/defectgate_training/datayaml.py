@@ -4,7 +4,6 @@ fingerprinting, without importing ultralytics. Errors name the file (and line) t
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import yaml
 
 from defectgate.errors import DatasetError
-from defectgate.images import IMAGE_SUFFIXES, read_image  # noqa: F401  (the one list, the one reader)
+from defectgate.images import IMAGE_SUFFIXES, label_path_for, read_image  # noqa: F401  (the one list, rule, reader)
 from defectgate.staging import write_text_atomic
 
 
@@ -68,16 +67,6 @@ def resolved_yaml(spec: DataSpec, dst: Path) -> Path:
     data["path"] = str(spec.root)
     data["names"] = {i: n for i, n in enumerate(spec.names)}
     return write_text_atomic(dst, yaml.safe_dump(data, sort_keys=False))
-
-
-def label_path_for(image: Path) -> Path:
-    """ultralytics' rule: the last '/images/' in the path becomes '/labels/', suffix becomes .txt."""
-    s = str(image)
-    sep_img, sep_lbl = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
-    if sep_img in s:
-        head, tail = s.rsplit(sep_img, 1)
-        s = head + sep_lbl + tail
-    return Path(s).with_suffix(".txt")
 
 
 def split_images(spec: DataSpec, split: str) -> list[Path]:

@@ -18,7 +18,6 @@ Unreadable or corrupt images and undecodable video frames are counted in `corrup
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import cv2
@@ -27,7 +26,7 @@ import numpy as np
 from ..clock import Clock
 from ..config import SourceSection
 from ..errors import SourceError
-from ..images import IMAGE_SUFFIXES, is_image, list_images
+from ..images import IMAGE_SUFFIXES, is_image, label_path_for, list_images
 from ..types import Frame
 from .uri import file_path, number, query
 
@@ -36,18 +35,8 @@ log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm"}
 
 
-def _yolo_label(image: Path) -> Path:
-    """ultralytics' rule: the last `/images/` of the path becomes `/labels/` (images/val/a.png -> labels/val/a.txt)."""
-    s = str(image)
-    sep_img, sep_lbl = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
-    if sep_img in s:
-        head, tail = s.rsplit(sep_img, 1)
-        s = head + sep_lbl + tail
-    return Path(s).with_suffix(".txt")
-
-
 def _truth_for(image: Path) -> dict | None:
-    for label in (image.with_suffix(".txt"), _yolo_label(image), image.parent.parent / "labels" / (image.stem + ".txt")):
+    for label in (image.with_suffix(".txt"), label_path_for(image), image.parent.parent / "labels" / (image.stem + ".txt")):
         if label.is_file():
             lines = [ln for ln in label.read_text().splitlines() if ln.strip()]
             return {"ng": bool(lines)}
