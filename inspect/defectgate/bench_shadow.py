@@ -22,6 +22,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .bench_workers import steal_since, cpu_steal_s
+
 
 class PacedSource:
     """In-memory frames delivered at `rate` frames per second on the station's clock."""
@@ -77,7 +79,9 @@ def worker_line(bundle: str, shadow: str, frames_dir: str, backend: str, threads
         built = build_station(cfg, clock, source=PacedSource(images, clock, rate, parts))
         resolve = built.station.scheduler.resolve  # fire for every part: the timing thread under full load
         built.station.scheduler.resolve = lambda part, reject, now: resolve(part, True, now)  # type: ignore[method-assign]
+        steal0 = cpu_steal_s()
         stats = built.station.run()
+        steal_s = steal_since(steal0)
         built.close()
     latency = [v.latency_ms for v in stats.verdicts]
     errors = [abs(e) for e in stats.fire_errors_ms]
@@ -86,7 +90,8 @@ def worker_line(bundle: str, shadow: str, frames_dir: str, backend: str, threads
             "latency_ms_p99": _p(latency, 99), "fire_error_ms_p50": _p(errors, 50),
             "fire_error_ms_p99": _p(errors, 99), "fires": len(errors), "late_decisions": stats.late_decisions,
             "frames_dropped": stats.frames_dropped, "shadow_parts": sh.get("parts"),
-            "shadow_frames_skipped": sh.get("frames_skipped"), "shadow_agreement": sh.get("agreement")}
+            "shadow_frames_skipped": sh.get("frames_skipped"), "shadow_agreement": sh.get("agreement"),
+            "steal_s": steal_s}
 
 
 def _spawn(args: list[str], timeout: float = 1800) -> dict:

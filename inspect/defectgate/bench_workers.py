@@ -60,6 +60,23 @@ def cpu_features(flags: set[str]) -> dict[str, bool]:
     return {name: any(f in flags for f in names) for name, names in CPU_FEATURES.items()}
 
 
+def cpu_steal_s(stat: str | Path = "/proc/stat") -> float | None:
+    """Seconds of CPU time the hypervisor gave to others, all CPUs together, since boot (the 8th
+    field of /proc/stat's `cpu` line); None where there is no such file. A fire-time outlier on a VM
+    is read against the steal over the same run: a timing process at real-time priority is not
+    delayed by the station, but a descheduled vCPU delays it all the same."""
+    try:
+        first = Path(stat).read_text().splitlines()[0].split()
+        return int(first[8]) / os.sysconf("SC_CLK_TCK") if first[0] == "cpu" and len(first) > 8 else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def steal_since(start: float | None) -> float | None:
+    now = cpu_steal_s()
+    return None if start is None or now is None else round(now - start, 3)
+
+
 def machine() -> dict[str, Any]:
     """Where a figure was taken: CPU model, count and instruction sets, load, and the oneDNN ISA cap
     when one is set (ONEDNN_MAX_CPU_ISA=AVX2 makes OpenVINO run as on a CPU without AVX-512/VNNI)."""
@@ -171,7 +188,9 @@ def worker_ours(bundle: str, frames_dir: str, backend: str, threads: int, stream
         decided: list[float] = []
         station.on_verdict = lambda v: decided.append(time.perf_counter())
         busy = _engine_busy(station)
+        steal0 = cpu_steal_s()
         stats = station.run()  # returns after the last part reached the ejector (seconds later)
+        steal_s = steal_since(steal0)
         built.close()
     # throughput: frames judged per second from the start to the last verdict (not to the last pulse)
     fps = (len(decided) - 1) / (decided[-1] - decided[0]) if len(decided) > 1 else float("nan")
@@ -185,7 +204,7 @@ def worker_ours(bundle: str, frames_dir: str, backend: str, threads: int, stream
         "fixed_ms_p50": _p(fixed, 50), "fixed_ms_p90": _p(fixed, 90),
         "throughput_fps": fps, "throughput_ratio": fps * raw_p50 / 1000.0, "engine_busy": busy.fraction(),
         "fire_error_ms_p50": _p(errors, 50), "fire_error_ms_p99": _p(errors, 99), "fires": len(errors),
-        "timing": timing, "missed_fires": stats.missed_fires, "rss_mb": _rss_mb(),
+        "timing": timing, "missed_fires": stats.missed_fires, "steal_s": steal_s, "rss_mb": _rss_mb(),
     }
 
 

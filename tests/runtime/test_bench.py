@@ -36,6 +36,9 @@ def test_bench_json_has_every_figure(tiny_bundle, tmp_path):
     for key in ("fixed_ms_p50", "engine_busy", "throughput_ratio"):
         assert isinstance(row[key], (int, float)) and row[key] == row[key], key
     assert 0 < row["engine_busy"] <= 1 and row["fixed_ms_p50"] < row["pipeline_ms_p50"]
+    (steal,) = row["steal_s_rounds"]  # the vCPU steal over the pipelined run of each round (Linux: a number)
+    assert steal is not None and steal >= 0
+    assert row["fire_error_ms_p99_rounds"] == [row["fire_error_ms_p99"]]  # one round: the best one
     assert "overhead" in res.stdout and "/u-ov-int8" in res.stdout  # the one table
 
 
@@ -101,3 +104,17 @@ def test_old_parts_fold_into_counters_and_the_report_still_adds_up():
     for key in ("parts", "ng_truth", "rejected", "escapes", "overkills", "unjudged_parts", "missed_deadlines"):
         assert folded[key] == full[key], key
     assert full["parts"] == 300 and full["escapes"] == 0 and full["overkills"] == 20
+
+
+def test_cpu_steal_is_read_from_the_cpu_line_and_absent_without_proc_stat(tmp_path):
+    import os
+
+    from defectgate.bench_workers import cpu_steal_s
+
+    stat = tmp_path / "stat"
+    #              user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  88093 12886 19923 443410 1615 0 307 8095 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
+    assert cpu_steal_s(stat) == pytest.approx(8095 / os.sysconf("SC_CLK_TCK"))
+    stat.write_text("intr 1 2 3\n")
+    assert cpu_steal_s(stat) is None
+    assert cpu_steal_s(tmp_path / "missing") is None
