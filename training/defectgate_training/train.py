@@ -62,7 +62,6 @@ class TrainConfig(BaseModel):
     # cache, amp, patience, time, deterministic, plots, ...).
     hyp: dict[str, Any] = Field(default_factory=dict)
 
-
     @field_validator("background")
     @classmethod
     def _share(cls, v: float) -> float:
