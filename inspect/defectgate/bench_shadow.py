@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .bench_workers import steal_since, cpu_steal_s
+from .bench_workers import cpu_steal_s, steal_since
 
 
 class PacedSource:

@@ -1,6 +1,6 @@
 """Image files, one helper each: which suffixes are images, listing a folder's images, where an
-image's YOLO label file is, reading one with an error that names the file, and the one rule for picking a sample of them (INT8 calibration
-sets: TensorRT, OpenVINO and ONNX Runtime alike)."""
+image's YOLO label file is, reading one with an error that names the file, and the one rule for
+picking a sample of them (INT8 calibration sets: TensorRT, OpenVINO and ONNX Runtime alike)."""
 
 from __future__ import annotations
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from defectgate.errors import DatasetError
 from defectgate.staging import staged_dir
 
+from .data.layout import write_data_yaml
 from .datayaml import DataSpec, label_path_for, read_image, read_labels, split_images
 from .okparts import cut_ok_part, link_part, ok_window
 
@@ -98,12 +98,8 @@ def write(p: Plan, out: str | Path) -> dict:
             link_part(img_path, img_dir, lbl_dir)
         for img_path, win in p.crops:
             cut_ok_part(read_image(img_path), win, img_dir, lbl_dir, img_path.stem)
-        data: dict = {"path": str(out), "train": "images/train"}
-        for split in ("val", "test"):
-            if split in p.spec.splits:
-                data[split] = [str(e) for e in p.spec.splits[split]]
-        data["names"] = {i: n for i, n in enumerate(p.spec.names)}
-        (tmp / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        write_data_yaml(tmp, out, p.spec.names, ["train"],
+                        elsewhere={s: p.spec.splits[s] for s in ("val", "test") if s in p.spec.splits})
         (tmp / MANIFEST).write_text(json.dumps(man, indent=2) + "\n")
     return man
 

@@ -198,12 +198,16 @@ def staged_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
         yield tmp
 
 
-def write_data_yaml(staging: Path, final: Path, names: list[str], splits: list[str]) -> Path:
+def write_data_yaml(staging: Path, final: Path, names: list[str], splits: list[str],
+                    elsewhere: dict[str, list[str]] | None = None) -> Path:
     """data.yaml with an ABSOLUTE `path:` (the final location): ultralytics resolves a relative
-    one against its global datasets dir, not the yaml's folder."""
-    data = {"path": str(Path(final).absolute())}
+    one against its global datasets dir, not the yaml's folder. `splits` are folders of this dataset
+    (images/<split>); `elsewhere` names splits that stay where another dataset has them."""
+    data: dict = {"path": str(Path(final).absolute())}
     for s in splits:
         data[s] = f"images/{s}"
+    for s, entries in (elsewhere or {}).items():
+        data[s] = [str(e) for e in entries]
     data["nc"] = len(names)
     data["names"] = {i: n for i, n in enumerate(names)}
     out = staging / "data.yaml"
