@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import BundleError
+from .partscore import unknown_features
 from .staging import write_json_atomic
 
 SCHEMA_VERSION = 1
@@ -84,6 +85,29 @@ class TtaSpec(_Strict):
 FLIP_VIEWS = {"none": 1, "hflip": 2, "hvflip": 4}
 
 
+class PartScoreSpec(_Strict):
+    """The part-level decision (partscore.py): NG when sigmoid(weights · features + bias) >= threshold,
+    over the detections at or above box_floor. Absent: a part is NG when any box passes its class
+    threshold. Export fits it on the calibration split (`defectgate export --part-score`)."""
+
+    kind: Literal["logistic"] = "logistic"
+    features: list[str]
+    weights: list[float]
+    bias: float
+    threshold: float = Field(ge=0.0, le=1.0)
+    box_floor: float = Field(0.01, gt=0.0, le=1.0)
+    target_escape_rate: float | None = None
+    fitted_on: str = ""
+
+    @model_validator(mode="after")
+    def _weights_fit(self) -> "PartScoreSpec":
+        if not self.features:
+            raise ValueError("features must name at least one feature")
+        if len(self.weights) != len(self.features):
+            raise ValueError(f"{len(self.weights)} weights for {len(self.features)} features {self.features}")
+        return self
+
+
 class Sidecar(_Strict):
     format: Literal["defectgate-bundle"] = "defectgate-bundle"
     schema_version: int = SCHEMA_VERSION
@@ -98,6 +122,7 @@ class Sidecar(_Strict):
     conf_threshold: float = 0.25
     iou_threshold: float = 0.45
     tta: TtaSpec = Field(default_factory=TtaSpec)
+    part_score: PartScoreSpec | None = None
     class_thresholds: dict[str, float] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
@@ -156,6 +181,16 @@ class Sidecar(_Strict):
         if isinstance(out.shape[-1], int) and out.shape[-1] != anchors:
             raise ValueError(f"{tta}: output.strides {out.strides} at {h}x{w} give {anchors} anchors, "
                              f"output.shape says {out.shape[-1]}")
+        return self
+
+    @model_validator(mode="after")
+    def _part_score_fits_the_classes(self) -> "Sidecar":
+        if self.part_score is None:
+            return self
+        bad = unknown_features(self.part_score.features, self.classes)
+        if bad:
+            raise ValueError(f"part_score.features {bad} are not features of a model with classes {self.classes} "
+                             "(the part score was fitted for another model: re-export with --part-score)")
         return self
 
     def threshold_for(self, class_name: str) -> float:

@@ -110,6 +110,9 @@ class DecisionSection(_Section):
     roi: list[tuple[float, float]] | None = None
     min_area_px: float = Field(0.0, ge=0)
     ignore_classes: list[str] = Field(default_factory=list)
+    # for a bundle that decides with a part score (sidecar part_score): its threshold instead of the
+    # calibrated one (lower rejects more); None = the bundle's
+    part_threshold: float | None = Field(None, ge=0, le=1)
 
     @model_validator(mode="after")
     def _check(self) -> "DecisionSection":

@@ -1,15 +1,18 @@
 """Decision rules. Each rule maps (Detections, image shape) to a boolean mask of the detections it
-keeps; filtering is indexing. A part is NG when any detection survives every rule."""
+keeps; filtering is indexing. A part is NG when any detection survives every rule, or, when the bundle
+declares a part score (partscore.py), when the score of the detections that survive the rules reaches
+its threshold."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, Sequence
 
 import cv2
 import numpy as np
 
 from .errors import ConfigError
+from .partscore import PartScore
 from .types import Detections, Outcome
 
 
@@ -58,8 +61,13 @@ class IgnoreClasses:
 
 @dataclass
 class Decision:
+    """`rules` keep the defects that count. Without `part_score` each kept defect rejects the part; with
+    it the kept ones (the class-threshold rule then keeps everything at or above the score's box floor)
+    are the part score's evidence, and the part is NG when that score reaches its threshold."""
+
     rules: list[Rule] = field(default_factory=list)
     class_names: Sequence[str] = ()
+    part_score: PartScore | None = None
 
     @property
     def confidence_floor(self) -> float:
@@ -77,6 +85,10 @@ class Decision:
 
     def __call__(self, dets: Detections, image_hw: tuple[int, int]) -> tuple[Outcome, list[str], Detections]:
         kept = dets[self.keep(dets, image_hw)]
+        if self.part_score is not None:
+            if len(kept) == 0 or self.part_score.score(kept, image_hw) < self.part_score.threshold:
+                return Outcome.OK, [], Detections.empty()
+            kept = kept[self.part_score.blame(kept)]
         if len(kept) == 0:
             return Outcome.OK, [], kept
         return Outcome.NG, self.reasons(kept), kept
@@ -91,13 +103,26 @@ class Decision:
 
 def build_decision(class_names: Sequence[str], bundle_threshold: float, bundle_class_thresholds: dict[str, float],
                    thresholds: dict[str, float], roi: Sequence[tuple[float, float]] | None = None,
-                   min_area_px: float = 0.0, ignore_classes: Sequence[str] = ()) -> Decision:
-    """Rules from the station config layered over the bundle's calibrated thresholds."""
+                   min_area_px: float = 0.0, ignore_classes: Sequence[str] = (),
+                   part_score: PartScore | None = None, part_threshold: float | None = None) -> Decision:
+    """Rules from the station config layered over the bundle's calibrated thresholds, or over its part
+    score when the bundle declares one (`part_threshold` from the config replaces the score's own)."""
     for name in list(thresholds) + list(ignore_classes):
         if name not in class_names:
             raise ConfigError(f"decision: class '{name}' is not in the model's classes {list(class_names)}")
-    per_class = np.array([thresholds.get(n, bundle_class_thresholds.get(n, bundle_threshold)) for n in class_names],
-                         np.float32)
+    if part_score is not None:
+        if thresholds:
+            raise ConfigError(f"decision.thresholds {thresholds}: this bundle decides with a part score (sidecar key "
+                              "part_score), not per-class thresholds; set decision.part_threshold instead")
+        if part_threshold is not None:
+            part_score = replace(part_score, threshold=float(part_threshold))
+        per_class = np.full(len(class_names), part_score.box_floor, np.float32)
+    elif part_threshold is not None:
+        raise ConfigError(f"decision.part_threshold {part_threshold}: this bundle declares no part score "
+                          "(sidecar key part_score); export it with --part-score or use decision.thresholds")
+    else:
+        per_class = np.array([thresholds.get(n, bundle_class_thresholds.get(n, bundle_threshold))
+                              for n in class_names], np.float32)
     rules: list[Rule] = [ClassThreshold(per_class)]
     if ignore_classes:
         rules.append(IgnoreClasses(frozenset(class_names.index(n) for n in ignore_classes)))
@@ -105,4 +130,4 @@ def build_decision(class_names: Sequence[str], bundle_threshold: float, bundle_c
         rules.append(RegionOfInterest(np.asarray(roi, np.float32)))
     if min_area_px > 0:
         rules.append(MinArea(min_area_px))
-    return Decision(rules, list(class_names))
+    return Decision(rules, list(class_names), part_score)

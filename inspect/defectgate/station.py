@@ -17,6 +17,7 @@ from .bundle import Bundle, load_bundle
 from .clock import Clock, MonotonicClock
 from .config import StationConfig, TriggerMode
 from .decision import build_decision
+from .partscore import part_score_of
 from .detector import Detector
 from .inspector import Inspector
 from .line.station_link import StationLine
@@ -39,7 +40,8 @@ def build_inspector(cfg: StationConfig, clock: Clock, bundle: Bundle | None = No
     side = bundle.sidecar
     # the rules first: a config naming a class the model lacks is refused before an engine is opened
     decision = build_decision(side.classes, side.conf_threshold, side.class_thresholds, cfg.decision.thresholds,
-                              cfg.decision.roi, cfg.decision.min_area_px, cfg.decision.ignore_classes)
+                              cfg.decision.roi, cfg.decision.min_area_px, cfg.decision.ignore_classes,
+                              part_score_of(side.part_score, side.classes), cfg.decision.part_threshold)
     # decode down to the lowest threshold any class uses; the decision rules apply the per-class ones.
     # One input buffer per frame that can be in flight between capture and inference (see Station).
     if shadow:
