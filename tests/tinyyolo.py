@@ -52,15 +52,15 @@ def export_tiny_yolo(out_dir: Path, classes: list[str] = CLASSES, imgsz: int = I
     return (out_dir / onnx).resolve()
 
 
-def make_onnx_bundle(onnx: Path, root: Path) -> Path:
+def make_onnx_bundle(onnx: Path, root: Path, classes: list[str] = CLASSES) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     dst = root / "model.onnx"
     dst.write_bytes(onnx.read_bytes())
     anchors = sum((IMGSZ // s) ** 2 for s in (8, 16, 32))
     sidecar = Sidecar(
-        model_file="model.onnx", sha256=sha256_file(dst), architecture="yolo11n", classes=CLASSES,
+        model_file="model.onnx", sha256=sha256_file(dst), architecture="yolo11n", classes=classes,
         input=InputSpec(imgsz=(IMGSZ, IMGSZ)),
-        output=OutputSpec(layout="yolo_raw", shape=[1, 4 + len(CLASSES), anchors]),
+        output=OutputSpec(layout="yolo_raw", shape=[1, 4 + len(classes), anchors]),
     )
     write_sidecar(root, sidecar)
     return root

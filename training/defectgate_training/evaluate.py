@@ -53,6 +53,7 @@ class ImageResult:
     gt_xyxy: np.ndarray
     gt_cls: np.ndarray
     det: Detections
+    hw: tuple[int, int] = (0, 0)  # the image's height, width: part-score features read box areas against it
 
 
 # ---------------------------------------------------------------- the model
@@ -121,7 +122,7 @@ def collect_images(detect: Callable[[np.ndarray], Detections], images: Sequence[
         img = read_image(path)
         h, w = img.shape[:2]
         gt_xyxy, gt_cls = read_labels(label_path_for(Path(path)), w, h, len(names))
-        results.append(ImageResult(str(path), gt_xyxy, gt_cls, detect(img)))
+        results.append(ImageResult(str(path), gt_xyxy, gt_cls, detect(img), (h, w)))
         if (k + 1) % 100 == 0:
             log.info("evaluated %d/%d images", k + 1, len(images))
     return results
@@ -216,7 +217,12 @@ def part_scores(results: list[ImageResult], nc: int) -> np.ndarray:
 
 
 def part_rates(scores: np.ndarray, ng: np.ndarray, thresholds: np.ndarray) -> dict:
-    rejected = (scores >= thresholds[None, :]).any(1)
+    """The rates when a part is rejected for any class at or above its threshold ("any box")."""
+    return rates_of((scores >= thresholds[None, :]).any(1), ng)
+
+
+def rates_of(rejected: np.ndarray, ng: np.ndarray) -> dict:
+    """Escape and overkill counts, rates and intervals of one rejected-or-not per part."""
     n_ng, n_ok = int(ng.sum()), int((~ng).sum())
     escapes = int((ng & ~rejected).sum())
     overkills = int((~ng & rejected).sum())
@@ -316,11 +322,13 @@ def confusion(results: list[ImageResult], nc: int, thresholds: np.ndarray, iou: 
 def evaluate_model(model: str | Path, data: str | Path, split: str = "val", target_escape: float | None = 0.02,
                    backend: str = "auto", plots_dir: str | Path | None = None, imgsz: int | None = None,
                    limit: int | None = None, head: str = "auto", tta: str | None = None,
-                   calib_data: str | Path | None = None, calib_split: str = "val") -> dict:
+                   calib_data: str | Path | None = None, calib_split: str = "val", part_score: bool = False) -> dict:
     """Evaluate `model` on `data`'s `split`. With `target_escape`, per-class thresholds are calibrated
     to it and the part-level rates are reported at them: on `calib_data`'s `calib_split` when given
     (thresholds fitted on other parts than those reported on: what the line will see), else on this
-    split itself (which meets the target by construction). Without, at the model's own thresholds."""
+    split itself (which meets the target by construction). Without, at the model's own thresholds.
+    The part-level decision is the bundle's part score when it declares one (partscore_fit), or one
+    fitted on the calibration parts with `part_score`; the per-class "any box" rates stay in `any_box`."""
     detector, runs_on = open_detector(model, backend, imgsz, head, tta)
     try:
         results, names = collect(detector, data, split, limit)
@@ -330,6 +338,7 @@ def evaluate_model(model: str | Path, data: str | Path, split: str = "val", targ
             if calib_names != names:
                 raise BundleError(f"{calib_data}: classes {calib_names} differ from {data}'s {names}")
         own = {c: detector.sidecar.threshold_for(c) for c in detector.classes}
+        declared = detector.sidecar.part_score
     finally:
         detector.close()
     nc = len(names)
@@ -341,19 +350,31 @@ def evaluate_model(model: str | Path, data: str | Path, split: str = "val", targ
     box, curves = box_metrics(results, names, thresholds)
     at_own = part_rates(scores, ng, np.array([own[n] for n in names], np.float32))
     at_op = part_rates(scores, ng, t_vec)
+    from .partscore_fit import part_score_decision
+
+    calibrated_on = None if target_escape is None else (
+        f"{calib_data}:{calib_split}" if calib_data is not None else f"{data}:{split} (the reported split itself)")
+    by_score = part_score_decision(results, calib_results, names, target_escape, declared, part_score,
+                                   calibrated_on or "the bundle")
+    decided = at_op if by_score is None else by_score["parts"]
+    rejected = (scores >= t_vec[None, :]).any(1) if by_score is None else by_score["rejected"]
     out = {
         "model": str(model), "runs_on": runs_on, "data": str(data), "split": split, "images": len(results),
         "map50": box["map50"], "map50_95": box["map50_95"],
-        "escape_rate": at_op["escape_rate"], "overkill_rate": at_op["overkill_rate"],
-        "thresholds": thresholds, "target_escape_rate": target_escape,
-        "calibrated_on": None if target_escape is None else (
-            f"{calib_data}:{calib_split}" if calib_data is not None else f"{data}:{split} (the reported split itself)"),
-        "parts": at_op, "default_threshold": {"thresholds": own, **at_own},
+        "decision": "any_box" if by_score is None else "part_score",
+        "escape_rate": decided["escape_rate"], "overkill_rate": decided["overkill_rate"],
+        "thresholds": thresholds, "target_escape_rate": target_escape, "calibrated_on": calibrated_on,
+        "parts": decided, "any_box": at_op, "default_threshold": {"thresholds": own, **at_own},
+        "part_score": None if by_score is None else by_score["spec"],
         "per_class": box["per_class"],
+        # the parts to look at: what the line would have thrown away and what it would have let through
+        "overkill_images": [r.path for r, x, g in zip(results, rejected, ng) if x and not g],
+        "escape_images": [r.path for r, x, g in zip(results, rejected, ng) if g and not x],
     }
     if plots_dir:
         from .evaluate_plots import write_plots
 
         out["plots"] = write_plots(Path(plots_dir), names, curves, threshold_sweep(scores, ng),
-                                   confusion(results, nc, t_vec), thresholds, at_op)
+                                   confusion(results, nc, t_vec), thresholds, at_op,
+                                   None if by_score is None else (by_score["sweep"], by_score["parts"]))
     return out

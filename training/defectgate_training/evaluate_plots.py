@@ -1,5 +1,6 @@
 """The plots `defectgate evaluate --plots DIR` writes: PR curves, the confusion matrix at the operating
-thresholds, and the part-level escape / overkill rates against one threshold for all classes."""
+thresholds, the part-level escape / overkill rates against one threshold for all classes, and, with a
+part score, escape against overkill for both decisions with their operating points."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 
 
 def write_plots(out: Path, names: list[str], curves: dict, sweep: dict, cm: np.ndarray,
-                thresholds: dict[str, float], op: dict) -> dict[str, str]:
+                thresholds: dict[str, float], op: dict, by_score: tuple[dict, dict] | None = None) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,7 +50,26 @@ def write_plots(out: Path, names: list[str], curves: dict, sweep: dict, cm: np.n
            title=f"part level; calibrated: escape {op['escape_rate']}, overkill {op['overkill_rate']}")
     ax.legend(fontsize=8)
     files["escape_overkill"] = _save(fig, out / "escape_overkill_vs_threshold.png")
+    if by_score is not None and any(v is not None for v in sweep["overkill_rate"]):
+        files["escape_vs_overkill"] = _tradeoff(out, sweep, op, *by_score)
     return files
+
+
+def _tradeoff(out: Path, sweep: dict, op: dict, score_sweep: dict, score_op: dict) -> str:
+    """Escape against overkill: "any box" at one threshold for all classes, the part score at each of its
+    thresholds, and where each decision's calibrated thresholds put the line."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for label, sw, point in (("any box above one threshold", sweep, op), ("part score", score_sweep, score_op)):
+        pts = [(o, e) for o, e in zip(sw["overkill_rate"], sw["escape_rate"]) if o is not None and e is not None]
+        line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label)
+        ax.plot([point["overkill_rate"]], [point["escape_rate"]], "o", color=line.get_color(),
+                label=f"operating point: escape {point['escape_rate']}, overkill {point['overkill_rate']}")
+    ax.set(xlabel="overkill rate (OK parts rejected)", ylabel="escape rate (NG parts passed)", xlim=(0, 1.0),
+           ylim=(0, 0.3), title="part level: escape against overkill")
+    ax.legend(fontsize=7)
+    return _save(fig, out / "escape_vs_overkill.png")
 
 
 def _save(fig, path: Path) -> str:

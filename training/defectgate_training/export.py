@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from defectgate.detector import Detector
-from defectgate.errors import BundleError, DefectgateError
+from defectgate.errors import BundleError, ConfigError, DefectgateError
 from defectgate.images import read_image
 from defectgate.postprocess import pairwise_iou
 from defectgate.staging import staged_dir, write_json_atomic
@@ -215,14 +215,19 @@ def _training_facts(weights: Path, data: str | None, train_args: dict) -> dict:
 def export_bundle(weights: str | Path, out: str | Path, data: str | None = None, imgsz: int | None = None,
                   half: bool = False, parity_images: int = 8, calibrate: bool = True,
                   target_escape: float = 0.02, split: str = "val", opset: int = 17,
-                  head: str = "auto", tta: str = "none", view_batch: bool = True) -> ExportResult:
+                  head: str = "auto", tta: str = "none", view_batch: bool = True,
+                  part_score: bool = False) -> ExportResult:
     """tta: a defectgate.tta preset naming the views the bundle is judged with (none, hflip, hvflip,
     hvflip-ms); the thresholds are calibrated with them on, the parity check compares the bare network.
     view_batch: the model's static batch is the number of views, so that every backend runs a frame's
-    views as one inference (False: batch 1, one inference per view)."""
+    views as one inference (False: batch 1, one inference per view).
+    part_score: fit a part score on the calibration split and declare it (sidecar key part_score)."""
     from defectgate.tta import preset
 
     views = preset(tta)  # refuses an unknown name before any work
+    if part_score and not (data and calibrate):
+        raise ConfigError("--part-score is fitted on --data's val split and calibrated to --target-escape: "
+                          "give --data and drop --no-calibrate")
     tta_spec, batch = views.model_dump(), views.views if view_batch else 1
     weights, out = Path(weights), Path(out)
     if not weights.is_file():
@@ -267,8 +272,10 @@ def export_bundle(weights: str | Path, out: str | Path, data: str | None = None,
 
             spec = load_data_yaml(data)
             use = split if split in spec.splits else "train"
-            evaluation = evaluate_model(tmp, data, use, target_escape=target_escape, backend="onnxruntime")
+            evaluation = evaluate_model(tmp, data, use, target_escape=target_escape, backend="onnxruntime",
+                                        part_score=part_score)
             sidecar["class_thresholds"] = evaluation["thresholds"]
+            sidecar["part_score"] = evaluation["part_score"]
             sidecar["metrics"] = metrics_for_sidecar(evaluation)
         write_json_atomic(tmp / "model.json", sidecar)
     return ExportResult(out, sidecar, parity, evaluation)
@@ -276,7 +283,7 @@ def export_bundle(weights: str | Path, out: str | Path, data: str | None = None,
 
 def metrics_for_sidecar(ev: dict) -> dict:
     keep = ("split", "images", "map50", "map50_95", "escape_rate", "overkill_rate", "target_escape_rate",
-            "parts", "default_threshold")
+            "parts", "decision", "any_box", "default_threshold")
     m = {k: ev[k] for k in keep if k in ev}
     m["per_class_ap50"] = {c: v["ap50"] for c, v in ev.get("per_class", {}).items()}
     return m

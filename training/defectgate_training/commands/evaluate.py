@@ -34,13 +34,17 @@ def main(argv: list[str]) -> int:
                    help="for a .pt: also judge the mirror images (hflip, hvflip) and the shrunk frame (hvflip-ms) and "
                         "merge what the views see (as `defectgate export --tta`); a bundle runs the views its sidecar "
                         "declares and refuses others")
+    p.add_argument("--part-score", action="store_true",
+                   help="decide each part by a part score fitted on the calibration parts (as `defectgate export "
+                        "--part-score`) instead of any box above its class threshold; both are reported")
     a = p.parse_args(argv)
     from defectgate.staging import write_json_atomic
 
     from ..evaluate import evaluate_model
 
     r = evaluate_model(a.model, a.data, a.split, None if a.no_calibrate else a.target_escape, a.backend, a.plots, a.imgsz,
-                       head=a.head, tta=a.tta, calib_data=a.calib_data, calib_split=a.calib_split)
+                       head=a.head, tta=a.tta, calib_data=a.calib_data, calib_split=a.calib_split,
+                       part_score=a.part_score)
     print(f"{r['runs_on']} on {r['split']} ({r['images']} images)")
     print(f"mAP50 {r['map50']:.4f}  mAP50-95 {r['map50_95']:.4f}")
     print(f"{'class':<18}{'boxes':>7}{'AP50':>8}{'AP50-95':>9}{'P':>7}{'R':>7}{'thr':>7}")
@@ -50,6 +54,11 @@ def main(argv: list[str]) -> int:
             continue
         print(f"{name:<18}{c['gt_boxes']:>7}{c['ap50']:>8.3f}{c['ap50_95']:>9.3f}{c['precision']:>7.3f}{c['recall']:>7.3f}{c['threshold']:>7.3f}")
     pr = r["parts"]
+    if r["decision"] == "part_score":
+        ab, ps = r["any_box"], r["part_score"]
+        print(f"any box above its class threshold: escape {ab['escapes']}/{ab['ng_parts']}, overkill "
+              f"{ab['overkills']}/{ab['ok_parts']}; decided by the part score at {ps['threshold']:.4f} "
+              f"(fitted on {ps['fitted_on']}):")
 
     def fmt(rate, ci):
         return "n/a (no OK parts)" if rate is None else f"{rate:.4f} (95 % CI {ci[0]:.3f}-{ci[1]:.3f})"

@@ -34,6 +34,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--no-view-batch", action="store_true",
                    help="with --tta: keep the model at batch 1 and run the views one inference each "
                         "(default: the views are the model's batch, one inference per frame)")
+    p.add_argument("--part-score", action="store_true",
+                   help="the bundle decides each part by a part score (the best score of each class, the runner-up, "
+                        "box count and size) fitted on --data's val split and calibrated to --target-escape, instead of "
+                        "any box above its class threshold; declared in the sidecar (key part_score)")
     p.add_argument("--parity-images", type=int, default=8)
     p.add_argument("--engine", choices=("onnxruntime", "openvino"), default="onnxruntime",
                    help="engine of the extra export: onnxruntime (INT8 QDQ ONNX) or openvino (with --int8: an NNCF INT8 "
@@ -49,7 +53,7 @@ def main(argv: list[str]) -> int:
         raise ConfigError("--int8 needs --calib DIR (images like the line's) or --data to calibrate on")
     r = export_bundle(a.weights, a.out, a.data, a.imgsz, half=a.half, parity_images=a.parity_images,
                       calibrate=not a.no_calibrate, target_escape=a.target_escape, head=a.head, tta=a.tta,
-                      view_batch=not a.no_view_batch)
+                      view_batch=not a.no_view_batch, part_score=a.part_score)
     sc, par = r.sidecar, r.parity
     print(f"bundle {r.bundle}: {sc['architecture']} {sc['precision']} {sc['output']['layout']} {sc['input']['imgsz']} "
           f"tta {a.tta} classes {sc['classes']}")
@@ -58,7 +62,8 @@ def main(argv: list[str]) -> int:
     if r.evaluation:
         e = r.evaluation
         print(f"val: mAP50 {e['map50']:.4f} mAP50-95 {e['map50_95']:.4f} escape {e['escape_rate']} "
-              f"overkill {e['overkill_rate']} at thresholds {e['thresholds']}")
+              f"overkill {e['overkill_rate']} " + (f"at part score {e['part_score']['threshold']}" if e["part_score"]
+                                                   else f"at thresholds {e['thresholds']}"))
     if a.engine == "openvino":
         from ..openvino_int8 import export_openvino_int8, export_openvino_ir
 
