@@ -166,6 +166,11 @@ TTA ?= none
 # images) cut from the train split's defect images, e.g. 0.2 (`defectgate train --background`;
 # docs/accuracy.md "OK parts in training"). Empty = off: the train split as it is.
 BACKGROUND ?=
+# PART_SCORE: set (e.g. PART_SCORE=1) to ship a bundle that decides each part by a part score fitted on
+# the calibration half (the best score of each class, the runner-up, box count and size; `defectgate
+# export --part-score`, docs/accuracy.md "A part score instead of any box") instead of any box above its
+# class threshold; evaluate reports both. Empty = any box.
+PART_SCORE ?=
 
 # Dataset increments exported by the QA app (make qa) are merged into DATA before training, so
 # reviewed rejects and missed defects flow back into the model; the merged set is what is trained,
@@ -190,10 +195,12 @@ train: setup
 evaluate: setup
 	$(DG) evaluate --model $(RETRAIN_DIR)/train/weights/best.pt --data $(HALVES)/gate.yaml --split val \
 		--calib-data $(HALVES)/calib.yaml --target-escape $(TARGET_ESCAPE) \
-		--head $(HEAD) --tta $(TTA) --json $(RETRAIN_DIR)/eval-pt.json --plots $(RETRAIN_DIR)/plots
+		--head $(HEAD) --tta $(TTA) --json $(RETRAIN_DIR)/eval-pt.json --plots $(RETRAIN_DIR)/plots \
+		$(if $(strip $(PART_SCORE)),--part-score)
 
 export: setup
-	$(DG) export --weights $(RETRAIN_DIR)/train/weights/best.pt --data $(HALVES)/calib.yaml --out $(RETRAIN_DIR)/bundle --target-escape $(TARGET_ESCAPE) --head $(HEAD) --tta $(TTA)
+	$(DG) export --weights $(RETRAIN_DIR)/train/weights/best.pt --data $(HALVES)/calib.yaml --out $(RETRAIN_DIR)/bundle --target-escape $(TARGET_ESCAPE) --head $(HEAD) --tta $(TTA) \
+		$(if $(strip $(PART_SCORE)),--part-score)
 
 promote: setup
 	$(DG) promote $(RETRAIN_DIR)/bundle --registry $(REGISTRY) --data $(HALVES)/gate.yaml --split val \
