@@ -37,6 +37,21 @@ def test_int8_thresholds_are_calibrated_to_the_fp32_escape_rate(bundle, synth_da
     calibrate_like_fp32(out, synth_data)
     assert load_bundle(out).sidecar.metrics["target_escape_rate"] == 0.25
 
+    # a bundle that decides by a part score: the score's threshold is what moves, and the sidecar says so
+    from defectgate.bundle import PartScoreSpec
+    from defectgate.partscore import feature_names
+
+    names = feature_names(side.classes)
+    declared = PartScoreSpec(features=names, weights=[4.0 if n.startswith("top:") else 0.0 for n in names],
+                             bias=-2.0, threshold=0.5, fitted_on="test")
+    write_sidecar(out, read_sidecar(out / "model.json").model_copy(update={"part_score": declared}))
+    ev = calibrate_like_fp32(out, synth_data)
+    after = load_bundle(out).sidecar
+    assert ev["decision"] == "part_score" and ev["part_score"]["threshold"] != 0.5
+    assert after.part_score.threshold == ev["part_score"]["threshold"]
+    assert after.part_score.weights == declared.weights and after.metrics["escape_rate"] == ev["escape_rate"]
+    write_sidecar(out, read_sidecar(out / "model.json").model_copy(update={"part_score": None}))
+
     # an FP32 source that was never calibrated gives nothing to match: thresholds stay, and it says so
     side = read_sidecar(out / "model.json")
     after = side

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from defectgate.backends.openvino import RT_INFO_SOURCE_SHA
-from defectgate.bundle import Bundle, Sidecar, load_bundle, sha256_file, write_sidecar
+from defectgate.bundle import Bundle, PartScoreSpec, Sidecar, load_bundle, sha256_file, write_sidecar
 from defectgate.detector import Detector
 from defectgate.engine_build import calibration_fingerprint, calibration_images, check_calibration_images
 from defectgate.errors import BundleError, DatasetError, require
@@ -178,7 +178,8 @@ def export_openvino_int8(bundle_dir: str | Path, calib_dir: str | Path, out_dir:
 
 
 def calibrate_like_fp32(bundle_dir: str | Path, data: str | Path, split: str = "val", backend: str = "openvino") -> dict:
-    """The INT8 bundle's own operating point: per-class thresholds calibrated on `data`'s split through
+    """The INT8 bundle's own operating point: per-class thresholds (and its part score's threshold, when
+    it declares one) calibrated on `data`'s split through
     the INT8 model, to the escape rate its FP32 source reached there (never above the FP32 target), so
     that INT8 lets no more NG parts pass on that split than FP32 did; its overkill is what it costs.
     Returns the evaluation ({} when the FP32 sidecar records no calibration to match)."""
@@ -196,7 +197,10 @@ def calibrate_like_fp32(bundle_dir: str | Path, data: str | Path, split: str = "
     use = split if split in load_data_yaml(data).splits else "train"
     ev = evaluate_model(bundle.root, data, use, target_escape=goal, backend=backend)
     metrics = {**bundle.sidecar.metrics, **metrics_for_sidecar(ev), "fp32_escape_rate": fp32_escape}
-    write_sidecar(bundle.root, bundle.sidecar.model_copy(update={"class_thresholds": ev["thresholds"], "metrics": metrics}))
+    update = {"class_thresholds": ev["thresholds"], "metrics": metrics}
+    if ev["part_score"] is not None:  # a part-score bundle decides by its score: its threshold moves, not the classes'
+        update["part_score"] = PartScoreSpec.model_validate(ev["part_score"])
+    write_sidecar(bundle.root, bundle.sidecar.model_copy(update=update))
     log.info("INT8 thresholds calibrated to escape <= %.4f (FP32's): escape %s, overkill %s", goal, ev["escape_rate"],
              ev["overkill_rate"])
     return ev
