@@ -144,3 +144,24 @@ def test_export_refuses_a_part_score_it_cannot_fit_and_writes_nothing(trained, s
     with pytest.raises(pf.PartScoreError, match=r"synth/data.yaml:val.*OK parts; a part score needs"):
         export_bundle(trained.best, tmp_path / "b", str(synth_data), parity_images=2, part_score=True)
     assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b*")), "nothing written half-way"
+
+
+def test_the_decision_bench_times_the_part_score_against_any_box_on_the_same_frames(synth_data, tmp_path):
+    from defectgate.bench_decision import bench_decision
+    from defectgate.errors import BundleError
+    from defectgate.images import list_images
+
+    root = _with_part_score(synth_data, tmp_path)
+    paths = split_images(load_data_yaml(synth_data), SPLIT)
+    folder = paths[0].parent
+    assert len(list_images(folder)) == len(paths)
+    r = bench_decision(root, folder, frames=len(paths), rounds=1, threads=1)
+    report = ev.evaluate_model(root, synth_data, SPLIT, target_escape=None, backend="onnxruntime")
+    # each inspector decided as its bundle says: the part score's rejects, and any box's at the class thresholds
+    assert r["ng_frames"]["part_score"] == report["parts"]["overkills"] + report["parts"]["ng_parts"] - report["parts"]["escapes"]
+    ab = report["any_box"]
+    assert r["ng_frames"]["any_box"] == ab["overkills"] + ab["ng_parts"] - ab["escapes"]
+    assert r["frames"] == len(paths) and r["ratio"] > 0 and "Model name" in r["machine"]
+    write_sidecar(root, read_sidecar(root / "model.json").model_copy(update={"part_score": None}))
+    with pytest.raises(BundleError, match="model.json: declares no part_score"):
+        bench_decision(root, folder, frames=2, rounds=1)
