@@ -352,10 +352,10 @@ def evaluate_model(model: str | Path, data: str | Path, split: str = "val", targ
     at_op = part_rates(scores, ng, t_vec)
     from .partscore_fit import part_score_decision
 
+    calib_label = f"{calib_data}:{calib_split}" if calib_data is not None else f"{data}:{split}"
     calibrated_on = None if target_escape is None else (
-        f"{calib_data}:{calib_split}" if calib_data is not None else f"{data}:{split} (the reported split itself)")
-    fitted_on = "the bundle" if target_escape is None else (  # what a sidecar records: no "(reported...)"
-        f"{calib_data}:{calib_split}" if calib_data is not None else f"{data}:{split}")
+        calib_label if calib_data is not None else f"{calib_label} (the reported split itself)")
+    fitted_on = "the bundle" if target_escape is None else calib_label  # what a sidecar records
     by_score = part_score_decision(results, calib_results, names, target_escape, declared, part_score, fitted_on)
     decided = at_op if by_score is None else by_score["parts"]
     rejected = (scores >= t_vec[None, :]).any(1) if by_score is None else by_score["rejected"]

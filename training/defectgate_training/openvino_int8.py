@@ -179,9 +179,9 @@ def export_openvino_int8(bundle_dir: str | Path, calib_dir: str | Path, out_dir:
 
 def calibrate_like_fp32(bundle_dir: str | Path, data: str | Path, split: str = "val", backend: str = "openvino") -> dict:
     """The INT8 bundle's own operating point: per-class thresholds (and its part score's threshold, when
-    it declares one) calibrated on `data`'s split through
-    the INT8 model, to the escape rate its FP32 source reached there (never above the FP32 target), so
-    that INT8 lets no more NG parts pass on that split than FP32 did; its overkill is what it costs.
+    it declares one) calibrated on `data`'s split through the INT8 model, to the escape rate its FP32
+    source reached there (never above the FP32 target), so that INT8 lets no more NG parts pass on that
+    split than FP32 did; its overkill is what it costs.
     Returns the evaluation ({} when the FP32 sidecar records no calibration to match)."""
     from .datayaml import load_data_yaml
     from .evaluate import evaluate_model
