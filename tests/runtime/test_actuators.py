@@ -5,6 +5,7 @@ drivers, the pulse thread and the alarm logic are the real ones."""
 from __future__ import annotations
 
 import enum
+import json
 import sys
 import time
 import types
@@ -174,3 +175,32 @@ def test_alarm_kinds(fake_jetson_gpio):
     assert fake_jetson_gpio.levels[-1] == (13, 1)
     with pytest.raises(ConfigError, match="alarm.kind 'siren'"):
         open_alarm("siren", {}, MonotonicClock())
+
+
+def test_simulated_ejector_keeps_every_pulse_in_its_log_and_only_the_recent_ones_in_memory(tmp_path):
+    """A station runs for months: the simulated ejector's memory stays bounded while its log holds
+    every pulse, and the log appears whole, at close (a reader never sees half of it)."""
+    from defectgate.actuators.simulated import RECENT_PULSES
+    from defectgate.clock import FakeClock
+
+    clock, log = FakeClock(), tmp_path / "ejector" / "fires.jsonl"
+    ejector = open_actuator("simulated", {"log": str(log)}, clock)
+    n = RECENT_PULSES * 3 + 7
+    for i in range(n):
+        clock.advance(0.1)
+        ejector.fire(0.02)
+    assert len(ejector.recent) == RECENT_PULSES and ejector.pulses == n
+    assert ejector.recent[-1][0] == pytest.approx(clock.now())
+    assert not log.exists(), "the log is published at close, not half-way"
+    ejector.close()
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert len(lines) == n and lines[0] == {"t": pytest.approx(0.1), "duration_s": 0.02}
+    assert lines[-1]["t"] == pytest.approx(clock.now())
+    assert [p.name for p in log.parent.iterdir()] == ["fires.jsonl"], "no temp file left behind"
+
+
+def test_simulated_ejector_log_that_cannot_be_written_is_named_when_the_station_opens(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match=r"actuator.options.log .*not-a-folder/fires.jsonl"):
+        open_actuator("simulated", {"log": str(blocker / "fires.jsonl")}, MonotonicClock())
