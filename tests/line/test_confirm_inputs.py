@@ -44,6 +44,19 @@ def test_a_sensor_that_never_fires_counts_each_part_and_stops_the_line_after_n()
     assert not m.line_stop and m.in_row == 0
 
 
+def test_rejects_still_waiting_when_the_run_ends_are_unconfirmed_not_forgotten():
+    m = ConfirmMonitor(0.02, 0.2, stop_after=1)
+    m.observe({"reject_confirm": False}, 0.0)
+    m.expect(7, 1.0)
+    m.expect(8, 1.1)
+    events = m.abandon(1.15)  # inside both windows: the run stopped before the sensor could say
+    assert _kinds(events) == [(EventKind.reject_unconfirmed, 7), (EventKind.reject_unconfirmed, 8)]
+    assert "run ended" in events[0].detail
+    assert (m.pending, m.unconfirmed, list(m.unconfirmed_parts)) == (0, 2, [7, 8])
+    assert not m.line_stop, "the line is stopping anyway: no line-stop latched at the end of a run"
+    assert m.abandon(1.2) == [] and m.observe({"reject_confirm": True}, 1.2) == [] and m.spurious == 1
+
+
 def test_a_confirm_in_between_resets_the_run():
     m = ConfirmMonitor(0.0, 0.1, stop_after=2)
     m.observe({"reject_confirm": False}, 0)

@@ -221,8 +221,9 @@ def test_station_fires_with_a_confirm_sensor_that_never_fires_stops_the_line():
 
 
 def test_station_fires_confirmed_rejects_through_the_sims_sensor():
-    sim = PlcSimulator(port=free_port(), pitch_mm=None, confirm_delay_ms=40).start()
-    # the sensor answers 40 ms after the pulse; the window is wide (a loaded CI machine may delay the sim's
+    sim = PlcSimulator(port=free_port(), pitch_mm=None, confirm_delay_ms=40, confirm_pulse_ms=100).start()
+    # the sensor answers 40 ms after the pulse and stays on 100 ms (a poll delayed by a loaded host still
+    # sees it); the window is wide (a loaded CI machine may delay the sim's
     # scan or the link's poll by a few hundred ms) and the pulses further apart than it, so each
     # confirmation can only belong to its own reject
     link = LineLink.from_config(_confirm_cfg(sim, confirm={"enabled": True, "window_min_ms": 10,
@@ -231,6 +232,51 @@ def test_station_fires_confirmed_rejects_through_the_sims_sensor():
         _fire_and_watch(sim, link, 2, 0.7)
         assert [e.part_id for e in link.events() if e.kind is EventKind.reject_confirmed] == [0, 1]
         assert link.snapshot().counts["rejects_unconfirmed"] == 0
+    finally:
+        link.close()
+        sim.close()
+
+
+@pytest.mark.parametrize("late_scan", [False, True], ids=["scans_on_time", "scan_late_past_the_whole_pulse"])
+def test_the_sims_confirm_pulse_is_written_in_at_least_one_scan_however_late_the_scan_runs(late_scan):
+    """A host too busy to scan for longer than the sensor's pulse must not erase a part the sensor saw:
+    the pulse reaches the discrete input in one scan at least, and then ends."""
+    from defectgate.clock import FakeClock
+
+    clock = FakeClock(100.0)
+    sim = PlcSimulator(port=free_port(), pitch_mm=None, confirm_delay_ms=40, confirm_pulse_ms=20, clock=clock)
+    sim._t_last = clock.now()  # scanned by hand below (no scan thread)
+    try:
+        def scan(dt: float) -> bool:
+            clock.advance(dt)
+            sim.scan_once()
+            return bool(sim.server.read(0, 1, fc=2)[0])
+
+        sim.server.write(0, [True], fc=1)  # the station's ejector command rises
+        assert scan(0.002) is False, "the sensor sees the part only after confirm_delay_ms"
+        sim.server.write(0, [False], fc=1)
+        if late_scan:
+            levels = [scan(0.200), scan(0.002), scan(0.002)]  # the next scan comes 200 ms later
+        else:
+            levels = [scan(0.010) for _ in range(10)]
+        assert levels.count(True) >= 1 and levels[-1] is False, levels
+        assert [a and not b for a, b in zip(levels[1:], levels)].count(True) <= 1, "one part, one rising edge"
+    finally:
+        sim.close()
+
+
+def test_a_flush_that_runs_out_of_time_counts_the_open_confirm_windows_unconfirmed():
+    """The end of a run cannot wait for ever on a confirm sensor: what is still open when flush() gives up
+    is counted unconfirmed against its part, in the same events the report and the archive take."""
+    sim = PlcSimulator(port=free_port(), pitch_mm=None, confirm_miss_rate=1.0).start()
+    link = LineLink.from_config(_confirm_cfg(sim, confirm={"enabled": True, "window_min_ms": 10,
+                                                           "window_max_ms": 5000}), MonotonicClock()).start()
+    try:
+        link.reject_fired(3, MonotonicClock().now())
+        assert link.flush(0.05) is False, "the window is still open: not idle"
+        events = [(e.kind, e.part_id) for e in link.events()]
+        assert events == [(EventKind.reject_unconfirmed, 3)]
+        assert link.snapshot().counts["rejects_unconfirmed"] == 1
     finally:
         link.close()
         sim.close()

@@ -39,7 +39,10 @@ def _fires(run_dir):
 @pytest.mark.parametrize("miss_rate", [0.0, 1.0], ids=["sensor_sees_every_reject", "sensor_never_fires"])
 def test_rejects_fired_by_the_timing_process_are_confirmed_or_counted_unconfirmed_per_part(
         tiny_bundle, tmp_path, miss_rate):
-    sim = PlcSimulator(port=free_port(), pitch_mm=None, confirm_delay_ms=60, confirm_miss_rate=miss_rate).start()
+    # the pulses are ~200 ms apart; the sensor's pulse (60..140 ms after each) is long enough that a poll
+    # delayed by a loaded 2-core CI host still sees it (a 20 ms pulse was missed there once)
+    sim = PlcSimulator(port=free_port(), pitch_mm=None, confirm_delay_ms=60, confirm_pulse_ms=80,
+                       confirm_miss_rate=miss_rate).start()
     parts = 8
     cfg = line_station_cfg(
         tiny_bundle, tmp_path, f"synthetic://conveyor?parts={parts}&seed=3&width=96&height=72", CRACK_ONLY,

@@ -26,6 +26,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pitch", type=float, default=120.0, help="mm between parts; 0 = no parts of its own")
     p.add_argument("--pulse-ms", type=float, default=30.0)
     p.add_argument("--confirm-delay-ms", type=float, default=60.0, help="pulse to confirm-sensor edge")
+    p.add_argument("--confirm-pulse-ms", type=float, default=20.0,
+                   help="how long the confirm sensor stays on for each part it sees")
     p.add_argument("--confirm-miss-rate", type=float, default=0.0, help="fraction of rejects the sensor misses")
     p.add_argument("--pass-without-result", action="store_true",
                    help="let a part without a result pass (default: reject it, fail-safe)")
@@ -49,7 +51,7 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"plc-sim --parts {a.parts}: a count >= 0, and it needs --pitch > 0 (the sim's own parts)")
     sim = PlcSimulator(a.host, a.port, a.base, a.belt_speed, a.ticks_per_mm, a.camera_to_ejector,
                        a.pitch or None, pulse_ms=a.pulse_ms, confirm_delay_ms=a.confirm_delay_ms,
-                       confirm_miss_rate=a.confirm_miss_rate, reject_without_result=not a.pass_without_result,
+                       confirm_miss_rate=a.confirm_miss_rate, confirm_pulse_ms=a.confirm_pulse_ms, reject_without_result=not a.pass_without_result,
                        seed=a.seed, parts=a.parts or None, wait_for_station=a.wait_for_station).start()
     done = threading.Event()
     previous = {s: signal.signal(s, lambda *_: done.set()) for s in (signal.SIGTERM, signal.SIGINT)}

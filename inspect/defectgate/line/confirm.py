@@ -65,6 +65,20 @@ class ConfirmMonitor:
                         events.append(LineEvent(EventKind.input_changed, now, detail=f"{name}={int(inputs[name])}"))
         return events
 
+    def abandon(self, now: float) -> list[LineEvent]:
+        """The run is over and no more inputs are read: a reject still waiting for its sensor can no longer
+        be confirmed, so it is unconfirmed (never assume the part reached the bin), counted against its
+        part. The line-stop is not latched for these: the line is stopping anyway."""
+        events: list[LineEvent] = []
+        with self._lock:
+            while self._pending:
+                exp = self._pending.popleft()
+                self.unconfirmed += 1
+                self.unconfirmed_parts.append(exp.part_id)
+                events.append(LineEvent(EventKind.reject_unconfirmed, now, exp.part_id,
+                                        detail="the run ended before its confirm window closed"))
+        return events
+
     def reset_line_stop(self) -> None:
         with self._lock:
             self.line_stop, self.in_row = False, 0

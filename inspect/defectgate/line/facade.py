@@ -156,6 +156,8 @@ class LineLink:
         if self.handshake is not None:
             self.handshake.close(self.clock.now())
             self._take(self.handshake.events())
+        if self.confirm is not None:  # a run that ended without flush(): its open confirm windows
+            self._take(self.confirm.abandon(self.clock.now()))
         for obj in (self.transport, self.inputs, self.line_stop_output, self.opcua):
             if obj is not None:
                 try:
@@ -219,6 +221,7 @@ class LineLink:
                     self._take(self.handshake.events())
                 if self.confirm is not None:  # the input poller hands its last events over after its read
                     time.sleep(2 * self.cfg.inputs.poll_ms / 1000)
+                    self._take(self.confirm.abandon(self.clock.now()))  # what is still open now never passes
                 return idle
             time.sleep(0.005)
 

@@ -1,7 +1,9 @@
 """A simulated PLC on a real Modbus TCP server (`defectgate plc-sim`): a belt with an encoder, a
 photo-eye that triggers the camera every `pitch_mm`, the PLC program of plc_program.py scanned
 every `scan_s`, the ejector output and a reject-confirm sensor that sees each rejected part
-`confirm_delay_ms` after the pulse, except for a fraction `confirm_miss_rate` of them.
+`confirm_delay_ms` after the pulse, except for a fraction `confirm_miss_rate` of them. The sensor's
+pulse lasts `confirm_pulse_ms` and is written in at least one scan however late that scan runs (a
+part that fell through the light barrier was seen; a scan delayed by a busy host must not erase it).
 
 A run of a fixed length (`make demo-plc`): `parts` stops the photo-eye after that many parts, and
 `wait_for_station` keeps the belt still until the station's state word says Ready or Executing (the
@@ -31,7 +33,6 @@ from .plc_program import PlcProgram
 log = logging.getLogger(__name__)
 
 ENCODER_REGISTER = 40
-CONFIRM_PULSE_S = 0.02
 DI = {"reject_confirm": 0, "bin_full": 1, "air_low": 2, "line_running": 3}
 
 
@@ -39,7 +40,7 @@ class PlcSimulator:
     def __init__(self, host: str = "127.0.0.1", port: int = 5020, base: int = 0, belt_speed_mm_s: float = 600.0,
                  ticks_per_mm: float = 10.0, camera_to_ejector_mm: float = 300.0, pitch_mm: float | None = 120.0,
                  scan_s: float = 0.002, pulse_ms: float = 30.0, confirm_delay_ms: float = 60.0,
-                 confirm_miss_rate: float = 0.0, confirm_window_ms: tuple[float, float] = (20.0, 250.0),
+                 confirm_miss_rate: float = 0.0, confirm_pulse_ms: float = 20.0, confirm_window_ms: tuple[float, float] = (20.0, 250.0),
                  reject_without_result: bool = True, seed: int = 0, clock: Clock | None = None,
                  parts: int | None = None, wait_for_station: bool = False):
         if base <= ENCODER_REGISTER + 1 < base + BLOCK_WORDS or base <= ENCODER_REGISTER < base + BLOCK_WORDS:
@@ -47,9 +48,12 @@ class PlcSimulator:
                               f"encoder registers {ENCODER_REGISTER}..{ENCODER_REGISTER + 1}; use 0 or >= 42")
         if not 0 <= confirm_miss_rate <= 1:
             raise ConfigError(f"plc-sim --confirm-miss-rate {confirm_miss_rate}: a fraction 0..1")
+        if confirm_pulse_ms <= 0:
+            raise ConfigError(f"plc-sim --confirm-pulse-ms {confirm_pulse_ms}: a length > 0")
         self.base, self.clock = base, clock or MonotonicClock()
         self.speed, self.ticks_per_mm, self.pitch_mm, self.scan_s = belt_speed_mm_s, ticks_per_mm, pitch_mm, scan_s
         self.confirm_delay_s, self.miss_rate = confirm_delay_ms / 1000, confirm_miss_rate
+        self.confirm_pulse_s = confirm_pulse_ms / 1000
         self.program = PlcProgram(round(camera_to_ejector_mm * ticks_per_mm), pulse_ms / 1000,
                                   confirm_window_ms[0] / 1000, confirm_window_ms[1] / 1000, reject_without_result)
         self.server = RegisterServer(host, port, registers=max(base + BLOCK_WORDS, ENCODER_REGISTER + 2) + 8,
@@ -58,7 +62,7 @@ class PlcSimulator:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._sensor_pulses: list[float] = []  # start times of confirm-sensor pulses
+        self._sensor_pulses: list[list] = []  # confirm-sensor pulses: [start time, written in a scan yet]
         self.running, self.bin_full, self.air_low = not wait_for_station, False, False
         self.parts, self.wait_for_station = parts, wait_for_station
         self.triggered = 0
@@ -102,7 +106,10 @@ class PlcSimulator:
                 log.info("plc-sim: station ready, belt running")
             command = coils[0]
             ejected_before = self.program.plc.ejected
-            sensor = any(t <= now < t + CONFIRM_PULSE_S for t in self._sensor_pulses)
+            due = [p for p in self._sensor_pulses if p[0] <= now and (now < p[0] + self.confirm_pulse_s or not p[1])]
+            for p in due:
+                p[1] = True
+            sensor = bool(due)
             self.program.set_inputs(self.running, self.bin_full, self.air_low)
             plc_words = self.program.scan(now, int(self._ticks), station_words, sensor)
             fired = (self.program.plc.ejected - ejected_before) & 0xFFFF  # plc_tracks: the PLC's own rejects
@@ -112,8 +119,8 @@ class PlcSimulator:
                 if self._rng.random() < self.miss_rate:
                     self.confirm_missed += 1
                 else:
-                    self._sensor_pulses.append(now + self.confirm_delay_s)
-            self._sensor_pulses = [t for t in self._sensor_pulses if now < t + CONFIRM_PULSE_S]
+                    self._sensor_pulses.append([now + self.confirm_delay_s, False])
+            self._sensor_pulses = [p for p in self._sensor_pulses if now < p[0] + self.confirm_pulse_s or not p[1]]
             levels = [sensor, self.bin_full, self.air_low, self.running]
             ticks = int(self._ticks) & 0xFFFFFFFF
         self.server.transact(writes=[(self.base + STATION_WORDS, plc_words, 3),
