@@ -41,7 +41,7 @@ def _rss_mb() -> float:
 
 def _current_rss_mb() -> float:
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20  # MiB, as _rss_mb
 
 
 def make_frames(folder: Path, n: int, hw: tuple[int, int] = (240, 320), seed: int = 7) -> Path:

@@ -30,6 +30,8 @@ def test_bench_json_has_every_figure(tiny_bundle, tmp_path):
                                                       "what": "YOLO.predict: its preprocess + infer + NMS"}
     assert r["skipped"].get("ultra_openvino") == "no --weights given"
     assert r["soak"]["parts"] > 0 and "rss_slope_mb_per_min" in r["soak"]
+    # the samples and the peak (ru_maxrss, read after the last sample) in the same unit: no sample above it
+    assert r["soak"]["rss_mb_end"] <= r["soak"]["rss_mb_peak"] + 0.1, r["soak"]
     assert set(r["machine"]["cpu_features"]) == {"avx2", "avx512", "vnni", "bf16", "amx"}
     (row,) = r["matrix"]  # one configuration at one size
     assert row["config"] == "onnxruntime" and row["size"] == "bundle" and row["views"] == 1
