@@ -51,6 +51,20 @@ def test_escape_threshold_lets_through_at_most_the_budget():
     assert pf.escape_threshold(s, 0.0) == pytest.approx(0.01)
 
 
+def test_matched_escape_compares_the_decisions_where_both_let_the_same_ng_parts_through():
+    ng = np.array([True] * 5 + [False] * 4)
+    # NG parts score 0.2 .. 0.9 on both; the OK parts are confident spurious boxes for "a", faint for "b"
+    a = np.array([0.2, 0.4, 0.5, 0.7, 0.9, 0.8, 0.6, 0.45, 0.1])
+    b = np.array([0.2, 0.4, 0.5, 0.7, 0.9, 0.3, 0.1, 0.1, 0.0])
+    rows = pf.at_matched_escape({"a": a, "b": b}, ng, [1, 0, 1])
+    assert [r["escapes_allowed"] for r in rows] == [0, 1]
+    zero, one = rows
+    assert zero["a"]["escapes"] == zero["b"]["escapes"] == 0 and zero["a"]["threshold"] == pytest.approx(0.2)
+    assert (zero["a"]["overkills"], zero["b"]["overkills"]) == (3, 1)
+    assert (one["a"]["escapes"], one["a"]["overkills"], one["b"]["overkills"]) == (1, 3, 0)
+    assert one["escape_rate_max"] == 0.2 and one["a"]["overkill_rate"] == 0.75
+
+
 def test_the_part_score_halves_overkill_where_single_spurious_boxes_reject_good_parts():
     calib, hold = parts(200, 120, seed=1), parts(200, 120, seed=2)
     ng = np.array([len(r.gt_cls) > 0 for r in hold])
@@ -129,6 +143,9 @@ def test_evaluate_the_station_and_the_prelabels_decide_alike(synth_data, tmp_pat
         labeler.close()
     assert 0 < len(rejected) < report["images"], "the threshold splits the parts, so agreement means something"
     json.dumps(report)  # the report is what `evaluate --json` writes
+    own = next(m for m in report["matched_escape"] if m["escapes_allowed"] == report["parts"]["escapes"])
+    assert own["part_score"]["escapes"] <= report["parts"]["escapes"] and \
+        own["part_score"]["overkills"] <= report["parts"]["overkills"], "the curve's best at the same escape"
     assert set(report["overkill_images"]) <= rejected and not set(report["escape_images"]) & rejected
     assert report["parts"]["overkills"] + report["parts"]["ng_parts"] - report["parts"]["escapes"] == len(rejected)
 

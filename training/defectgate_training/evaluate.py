@@ -350,7 +350,7 @@ def evaluate_model(model: str | Path, data: str | Path, split: str = "val", targ
     box, curves = box_metrics(results, names, thresholds)
     at_own = part_rates(scores, ng, np.array([own[n] for n in names], np.float32))
     at_op = part_rates(scores, ng, t_vec)
-    from .partscore_fit import part_score_decision
+    from .partscore_fit import at_matched_escape, part_score_decision
 
     calib_label = f"{calib_data}:{calib_split}" if calib_data is not None else f"{data}:{split}"
     calibrated_on = None if target_escape is None else (
@@ -368,6 +368,10 @@ def evaluate_model(model: str | Path, data: str | Path, split: str = "val", targ
         "parts": decided, "any_box": at_op, "default_threshold": {"thresholds": own, **at_own},
         "part_score": None if by_score is None else by_score["spec"],
         "per_class": box["per_class"],
+        # both decisions at the same escape, read off this split's curves (any box: one threshold for all)
+        "matched_escape": None if by_score is None else at_matched_escape(
+            {"any_box": scores.max(1, initial=0.0), "part_score": by_score["values"]}, ng,
+            [by_score["parts"]["escapes"], at_op["escapes"]]),
         # the parts to look at: what the line would have thrown away and what it would have let through
         "overkill_images": [r.path for r, x, g in zip(results, rejected, ng) if x and not g],
         "escape_images": [r.path for r, x, g in zip(results, rejected, ng) if g and not x],

@@ -149,6 +149,24 @@ def part_score_decision(results, calib_results, names: Sequence[str], target_esc
     values = part_score_values(results, names, score)
     ts = np.linspace(0.01, 0.99, 99)
     sweep = [rates_of(values >= t, ng) for t in ts]
-    return {"spec": spec, "parts": rates_of(rejected, ng), "rejected": rejected,
+    return {"spec": spec, "parts": rates_of(rejected, ng), "rejected": rejected, "values": values,
             "sweep": {"threshold": ts.round(3).tolist(), "escape_rate": [r["escape_rate"] for r in sweep],
                       "overkill_rate": [r["overkill_rate"] for r in sweep]}}
+
+
+def at_matched_escape(decisions: dict[str, np.ndarray], ng: np.ndarray, escapes: Sequence[int]) -> list[dict]:
+    """Each decision's overkill where its curve lets at most k NG parts through, for each k: the
+    decisions compared at the same escape, which calibrated operating points (each missing its budget
+    by a part or two either way) do not give. A reading of the curves on these very parts, not an
+    operating point: the thresholds here are fitted on the parts they are scored on."""
+    rows = []
+    for k in sorted(set(int(k) for k in escapes)):
+        row: dict = {"escapes_allowed": k, "escape_rate_max": round(k / max(1, int(ng.sum())), 4)}
+        for name, values in decisions.items():
+            t = float(np.sort(values[ng])[min(k, int(ng.sum()) - 1)])  # at most k NG parts score below t
+            rejected = values >= t
+            row[name] = {"threshold": round(t, 6), "escapes": int((ng & ~rejected).sum()),
+                         "overkills": int((~ng & rejected).sum()),
+                         "overkill_rate": round(float((~ng & rejected).sum() / max(1, int((~ng).sum()))), 4)}
+        rows.append(row)
+    return rows

@@ -69,6 +69,10 @@ def main(argv: list[str]) -> int:
     if pr["escape_rate_upper95"] is not None:
         print(f"escape <= {100 * pr['escape_rate_upper95']:.2f} % at 95 % confidence (one-sided Clopper-Pearson, "
               f"{pr['ng_parts']} NG parts); thresholds calibrated on {r['calibrated_on'] or 'none (own)'}")
+    for m in r.get("matched_escape") or []:  # the two decisions at the same escape, off this split's curves
+        ab, ps = m["any_box"], m["part_score"]
+        print(f"at most {m['escapes_allowed']} NG passed (curves of this split): overkill any box "
+              f"{ab['overkills']}/{pr['ok_parts']}, part score {ps['overkills']}/{pr['ok_parts']}")
     if a.json:
         write_json_atomic(a.json, r)
         print(f"wrote {a.json}")
