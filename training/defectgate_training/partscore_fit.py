@@ -88,8 +88,12 @@ def out_of_fold_scores(x: np.ndarray, y: np.ndarray, folds: int = FOLDS, seed: i
 
 def escape_threshold(ng_scores: np.ndarray, target_escape: float) -> float:
     """The highest threshold at which at most `target_escape` of these NG parts score below it."""
+    return threshold_passing(ng_scores, int(np.floor(target_escape * len(ng_scores))))
+
+
+def threshold_passing(ng_scores: np.ndarray, allowed: int) -> float:
+    """The highest threshold at which at most `allowed` of these NG parts score below it."""
     s = np.sort(ng_scores)
-    allowed = int(np.floor(target_escape * len(s)))
     return float(s[min(allowed, len(s) - 1)])
 
 
@@ -159,14 +163,16 @@ def at_matched_escape(decisions: dict[str, np.ndarray], ng: np.ndarray, escapes:
     decisions compared at the same escape, which calibrated operating points (each missing its budget
     by a part or two either way) do not give. A reading of the curves on these very parts, not an
     operating point: the thresholds here are fitted on the parts they are scored on."""
+    from .evaluate import rates_of
+
+    n_ng = int(ng.sum())
+    if n_ng == 0:
+        return []  # no NG part: no escape to match
     rows = []
     for k in sorted(set(int(k) for k in escapes)):
-        row: dict = {"escapes_allowed": k, "escape_rate_max": round(k / max(1, int(ng.sum())), 4)}
+        row: dict = {"escapes_allowed": k, "escape_rate_max": round(k / n_ng, 4)}
         for name, values in decisions.items():
-            t = float(np.sort(values[ng])[min(k, int(ng.sum()) - 1)])  # at most k NG parts score below t
-            rejected = values >= t
-            row[name] = {"threshold": round(t, 6), "escapes": int((ng & ~rejected).sum()),
-                         "overkills": int((~ng & rejected).sum()),
-                         "overkill_rate": round(float((~ng & rejected).sum() / max(1, int((~ng).sum()))), 4)}
+            t = threshold_passing(values[ng], k)
+            row[name] = {"threshold": round(t, 6), **rates_of(values >= t, ng)}
         rows.append(row)
     return rows

@@ -51,7 +51,8 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"plc-sim --parts {a.parts}: a count >= 0, and it needs --pitch > 0 (the sim's own parts)")
     sim = PlcSimulator(a.host, a.port, a.base, a.belt_speed, a.ticks_per_mm, a.camera_to_ejector,
                        a.pitch or None, pulse_ms=a.pulse_ms, confirm_delay_ms=a.confirm_delay_ms,
-                       confirm_miss_rate=a.confirm_miss_rate, confirm_pulse_ms=a.confirm_pulse_ms, reject_without_result=not a.pass_without_result,
+                       confirm_miss_rate=a.confirm_miss_rate, confirm_pulse_ms=a.confirm_pulse_ms,
+                       reject_without_result=not a.pass_without_result,
                        seed=a.seed, parts=a.parts or None, wait_for_station=a.wait_for_station).start()
     done = threading.Event()
     previous = {s: signal.signal(s, lambda *_: done.set()) for s in (signal.SIGTERM, signal.SIGINT)}

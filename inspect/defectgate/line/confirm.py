@@ -72,11 +72,8 @@ class ConfirmMonitor:
         events: list[LineEvent] = []
         with self._lock:
             while self._pending:
-                exp = self._pending.popleft()
-                self.unconfirmed += 1
-                self.unconfirmed_parts.append(exp.part_id)
-                events.append(LineEvent(EventKind.reject_unconfirmed, now, exp.part_id,
-                                        detail="the run ended before its confirm window closed"))
+                self._unconfirmed(self._pending.popleft(), now, "the run ended before its confirm window closed",
+                                  events)
         return events
 
     def reset_line_stop(self) -> None:
@@ -106,12 +103,14 @@ class ConfirmMonitor:
     def _expire(self, now: float, events: list[LineEvent]) -> None:
         while self._pending and now > self._pending[0].t_fired + self.window_max_s:
             exp = self._pending.popleft()
-            self.unconfirmed += 1
+            self._unconfirmed(exp, now, f"no confirm within {self.window_max_s * 1000:.0f} ms of the pulse", events)
             self.in_row += 1
-            self.unconfirmed_parts.append(exp.part_id)
-            events.append(LineEvent(EventKind.reject_unconfirmed, now, exp.part_id,
-                                    detail=f"no confirm within {self.window_max_s * 1000:.0f} ms of the pulse"))
             if self.in_row >= self.stop_after and not self.line_stop:
                 self.line_stop = True
                 events.append(LineEvent(EventKind.line_stop, now, exp.part_id,
                                         detail=f"{self.in_row} unconfirmed rejects in a row"))
+
+    def _unconfirmed(self, exp: _Expected, now: float, why: str, events: list[LineEvent]) -> None:
+        self.unconfirmed += 1
+        self.unconfirmed_parts.append(exp.part_id)
+        events.append(LineEvent(EventKind.reject_unconfirmed, now, exp.part_id, detail=why))

@@ -40,7 +40,8 @@ class PlcSimulator:
     def __init__(self, host: str = "127.0.0.1", port: int = 5020, base: int = 0, belt_speed_mm_s: float = 600.0,
                  ticks_per_mm: float = 10.0, camera_to_ejector_mm: float = 300.0, pitch_mm: float | None = 120.0,
                  scan_s: float = 0.002, pulse_ms: float = 30.0, confirm_delay_ms: float = 60.0,
-                 confirm_miss_rate: float = 0.0, confirm_pulse_ms: float = 20.0, confirm_window_ms: tuple[float, float] = (20.0, 250.0),
+                 confirm_miss_rate: float = 0.0, confirm_pulse_ms: float = 20.0,
+                 confirm_window_ms: tuple[float, float] = (20.0, 250.0),
                  reject_without_result: bool = True, seed: int = 0, clock: Clock | None = None,
                  parts: int | None = None, wait_for_station: bool = False):
         if base <= ENCODER_REGISTER + 1 < base + BLOCK_WORDS or base <= ENCODER_REGISTER < base + BLOCK_WORDS:
