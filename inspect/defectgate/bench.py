@@ -38,9 +38,21 @@ def _spawn(args: list[str], timeout: float = 1800, env: dict[str, str] | None = 
     cmd = [sys.executable, "-m", "defectgate.bench", "worker", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return {"error": " | ".join(tail) or f"exit {proc.returncode}"}
+        return {"error": worker_error(proc.stdout, proc.stderr, proc.returncode)}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def worker_error(stdout: str, stderr: str, returncode: int) -> str:
+    """One line for a failed worker: the refusal it reported (a DefectgateError names the problem and
+    the fix), else the last line of its traceback (the exception), not the frames above it."""
+    lines = stdout.strip().splitlines()
+    if lines and lines[-1].startswith("{"):
+        try:
+            return str(json.loads(lines[-1])["error"])
+        except (ValueError, KeyError):
+            pass
+    tail = [line.strip() for line in (stderr or stdout).strip().splitlines() if line.strip()]
+    return tail[-1] if tail else f"exit {returncode}"
 
 
 def _run_script(script: str, what: str) -> str | None:
@@ -170,9 +182,14 @@ def run(bundle: Path, frames: int, backend: str, threads: int, rounds: int, weig
                 res = _spawn(engines[key], env=env)
                 per_round[(size, key)].append(res)
                 log(f"round {r + 1}/{rounds} {size or 'bundle'} {key}: {_short(res)}")
-    rows = [_row(size, key, per_round, plans[size][0]) for size, (engines, _) in plans.items()
-            for key in engines if key.startswith("ours:")]
-    rows = [row for row in rows if row is not None]
+    rows, refused = [], {}
+    for size, (engines, _) in plans.items():
+        for key in (k for k in engines if k.startswith("ours:")):
+            row = _row(size, key, per_round, engines)
+            if row is None:  # every round failed: say why, where the table lists what was not measured
+                refused[f"{size or 'bundle'} {key}"] = per_round[(size, key)][0]["error"]
+            else:
+                rows.append(row)
     if not rows:
         raise RuntimeError(f"no run of our station succeeded: {per_round}")
     first = rows[0]
@@ -182,7 +199,8 @@ def run(bundle: Path, frames: int, backend: str, threads: int, rounds: int, weig
         "figures": {"ours": {"engine": first["engine"], "precision": first["precision"],
                              "what": "Inspector.step: letterbox + infer + decode/NMS + decision"}},
         "matrix": rows, "skipped": dict(plans[next(iter(plans))][1]),
-        "not_measured": {f"{s or 'bundle'} {k}": why for s, (_, sk) in plans.items() for k, why in sk.items()},
+        "not_measured": {**{f"{s or 'bundle'} {k}": why for s, (_, sk) in plans.items() for k, why in sk.items()},
+                         **refused},
         "rounds_detail": [{"size": s, "engine": k, "rounds": v} for (s, k), v in per_round.items()],
     }
     for key, (field, engine, precision) in ULTRA.items():  # the first size's, at the top level as before
@@ -256,7 +274,7 @@ def _has(module: str) -> bool:
 
 def _short(res: dict) -> str:
     if "error" in res:
-        return "ERROR " + res["error"][:200]
+        return "ERROR " + res["error"]
     keys = ("raw_ms_p50", "pipeline_ms_p50", "fixed_ms_p50", "throughput_fps", "fire_error_ms_p99", "ms_p50")
     line = " ".join(f"{k}={res[k]:.2f}" for k in keys if k in res)
     return line + (f" steal_s={res['steal_s']:.2f}" if res.get("steal_s") is not None else "")
@@ -298,7 +316,13 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "worker":
         import logging
 
+        from .errors import DefectgateError
+
         logging.basicConfig(level=logging.WARNING)
-        print(json.dumps(worker_main(sys.argv[2:])))
+        try:
+            print(json.dumps(worker_main(sys.argv[2:])))
+        except DefectgateError as exc:  # a refusal (e.g. bf16 on a CPU without it): its one line, no traceback
+            print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+            raise SystemExit(3)
     else:
         raise SystemExit("use: defectgate bench --help")

@@ -120,3 +120,47 @@ def test_cpu_steal_is_read_from_the_cpu_line_and_absent_without_proc_stat(tmp_pa
     stat.write_text("intr 1 2 3\n")
     assert cpu_steal_s(stat) is None
     assert cpu_steal_s(tmp_path / "missing") is None
+
+
+def test_a_worker_that_refuses_reports_its_one_line_not_a_traceback(tmp_path):
+    from defectgate.bench import _spawn
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    res = _spawn(["ours", str(tmp_path / "no-such-bundle"), str(frames), "onnxruntime", "1"], timeout=120)
+    assert res["error"].startswith("BundleError: ") and "no-such-bundle" in res["error"], res
+    assert "Traceback" not in res["error"] and "File " not in res["error"]
+
+
+def test_a_crashed_worker_reports_the_exception_line_of_its_traceback():
+    from defectgate.bench import worker_error
+
+    trace = ('Traceback (most recent call last):\n  File "x.py", line 3, in <module>\n    raise ValueError("boom")\n'
+             "ValueError: boom\n")
+    assert worker_error("", trace, 1) == "ValueError: boom"
+    assert worker_error("log line\n", "", 1) == "log line" and worker_error("", "", 9) == "exit 9"
+
+
+def _precision_this_cpu_lacks() -> str:
+    ov = pytest.importorskip("openvino")
+    caps = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    lacking = [p for p, cap in (("bf16", "BF16"), ("f16", "FP16")) if cap not in caps]
+    if not lacking:
+        pytest.skip(f"this CPU's OpenVINO runs bf16 and f16 natively ({caps}): nothing to refuse")
+    return lacking[0]
+
+
+@pytest.mark.slow
+def test_a_configuration_refused_in_every_round_is_listed_with_its_reason(tiny_bundle, tmp_path):
+    compute = _precision_this_cpu_lacks()
+    out = tmp_path / "bench.json"
+    res = subprocess.run([sys.executable, "-m", "defectgate.cli", "bench", "--model", str(tiny_bundle),
+                          "--ours", f"onnxruntime,openvino:{compute}", "--frames", "12", "--rounds", "1",
+                          "--threads", "1", "--out", str(tmp_path / "work"), "--json", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert [row["config"] for row in r["matrix"]] == ["onnxruntime"]
+    why = r["not_measured"][f"bundle ours:openvino:{compute}"]
+    assert why.startswith("BackendError: ") and f"for {compute} inference" in why, why
+    assert f"bundle ours:openvino:{compute}: not measured: BackendError: " in res.stdout
