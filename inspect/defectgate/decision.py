@@ -27,8 +27,8 @@ class ClassThreshold:
     thresholds: np.ndarray  # (num_classes,)
 
     def __call__(self, dets: Detections, image_hw: tuple[int, int]) -> np.ndarray:
-        cls = np.clip(dets.class_id, 0, len(self.thresholds) - 1)
-        return dets.confidence >= self.thresholds[cls]
+        # mode="clip": an out-of-range class id takes the nearest class's threshold (np.clip, in one call)
+        return dets.confidence >= np.take(self.thresholds, dets.class_id, mode="clip")
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,8 @@ class Decision:
         return mask
 
     def __call__(self, dets: Detections, image_hw: tuple[int, int]) -> tuple[Outcome, list[str], Detections]:
+        if len(dets) == 0:  # a clean part: no rule can keep anything
+            return Outcome.OK, [], dets
         kept = dets[self.keep(dets, image_hw)]
         if self.part_score is not None:
             if len(kept) == 0 or self.part_score.score(kept, image_hw) < self.part_score.threshold:

@@ -21,6 +21,9 @@ from .preprocess import LetterboxInfo
 from .types import Detections
 
 
+SMALL_NMS = 64  # up to this many candidates, one IoU matrix instead of numpy calls per kept box
+
+
 def nms(xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Greedy non-maximum suppression; returns kept indices, highest score first."""
     if len(scores) == 0:
@@ -30,6 +33,8 @@ def nms(xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarra
     # runs once per kept box of every frame)
     areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
     order = scores.argsort()[::-1]
+    if len(order) <= SMALL_NMS:
+        return _nms_small(xyxy[order], areas[order], order, iou_threshold)
     keep = []
     while order.size:
         i = order[0]
@@ -41,6 +46,25 @@ def nms(xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarra
         iou = inter / (areas[i] + areas[rest] - inter + 1e-9)
         order = rest[iou <= iou_threshold]
     return np.asarray(keep, np.int64)
+
+
+def _nms_small(xyxy: np.ndarray, areas: np.ndarray, order: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """`nms` for a few candidates already in score order (the usual frame: a handful of boxes above the
+    floor): the IoU of every pair at once, with the same float32 expression as the loop above, then the
+    greedy pass in plain Python. The loop's numpy calls per kept box cost more than this whole matrix."""
+    x1, y1, x2, y2 = (c[:, None] for c in xyxy.T)
+    iw = np.maximum(np.minimum(x2, x2.T) - np.maximum(x1, x1.T), 0)
+    ih = np.maximum(np.minimum(y2, y2.T) - np.maximum(y1, y1.T), 0)
+    inter = iw * ih
+    overlaps = (inter / (areas[:, None] + areas[None, :] - inter + 1e-9) > iou_threshold).tolist()
+    keep, suppressed = [], [False] * len(order)
+    for i, row in enumerate(overlaps):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        for j in range(i + 1, len(row)):
+            suppressed[j] = suppressed[j] or row[j]
+    return order[keep]
 
 
 def batched_nms(xyxy: np.ndarray, scores: np.ndarray, class_id: np.ndarray, iou_threshold: float) -> np.ndarray:

@@ -64,6 +64,16 @@ class Detections:
     def empty(cls) -> "Detections":
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
 
+    @classmethod
+    def _checked(cls, xyxy: np.ndarray, confidence: np.ndarray, class_id: np.ndarray) -> "Detections":
+        """Arrays taken by one index from a checked Detections: already of the right dtypes, shapes
+        and finite, so the checks are not run again (filtering runs several times per frame)."""
+        dets = object.__new__(cls)
+        object.__setattr__(dets, "xyxy", xyxy)
+        object.__setattr__(dets, "confidence", confidence)
+        object.__setattr__(dets, "class_id", class_id)
+        return dets
+
     def __len__(self) -> int:
         return len(self.confidence)
 
@@ -73,7 +83,9 @@ class Detections:
         index = np.asarray(index)
         if index.dtype == bool and index.shape != (len(self),):
             raise IndexError(f"boolean mask of shape {index.shape} does not fit {len(self)} detections")
-        return Detections(self.xyxy[index], self.confidence[index], self.class_id[index])
+        if index.ndim != 1 or not (index.dtype == bool or np.issubdtype(index.dtype, np.integer)):
+            raise IndexError(f"Detections take a boolean mask or integer indices, got {index.dtype} of shape {index.shape}")
+        return Detections._checked(self.xyxy[index], self.confidence[index], self.class_id[index])
 
     @property
     def area(self) -> np.ndarray:

@@ -15,6 +15,25 @@ def test_nms_suppresses_overlaps_keeps_separate_boxes():
     assert keep.tolist() == [1, 2]
 
 
+@pytest.mark.parametrize("n", [2, 9, 40, 64])
+def test_nms_on_a_few_candidates_keeps_what_the_greedy_loop_keeps(monkeypatch, n):
+    """The IoU-matrix path for small candidate sets against the per-box loop it replaces, on clustered
+    boxes (many overlaps near the threshold), tied scores included."""
+    import defectgate.postprocess as post
+
+    rng = np.random.default_rng(n)
+    for trial in range(30):
+        xy = rng.uniform(0, 60, (n, 2)).astype(np.float32)
+        xyxy = np.concatenate([xy, xy + rng.uniform(5, 30, (n, 2)).astype(np.float32)], 1)
+        scores = rng.choice(np.linspace(0.1, 0.9, max(2, n // 3)), n).astype(np.float32)
+        for iou in (0.3, 0.5, 0.7):
+            small = nms(xyxy, scores, iou)
+            monkeypatch.setattr(post, "SMALL_NMS", 0)
+            loop = nms(xyxy, scores, iou)
+            monkeypatch.setattr(post, "SMALL_NMS", 64)
+            assert small.tolist() == loop.tolist(), (n, trial, iou)
+
+
 def test_batched_nms_keeps_overlapping_boxes_of_different_classes():
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11]], np.float32)
     keep = batched_nms(boxes, np.array([0.8, 0.9], np.float32), np.array([0, 1]), 0.5)

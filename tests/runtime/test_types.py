@@ -17,6 +17,18 @@ def test_mask_indexing_filters_all_arrays_together():
     assert kept.xyxy[1].tolist() == [5, 5, 25, 15]
 
 
+def test_indexing_keeps_the_checked_types_and_refuses_what_is_no_index():
+    d = Detections(np.array([[0, 0, 2, 2], [1, 1, 4, 5]]), [0.9, 0.2], [1, 0])
+    for sub in (d[np.array([True, False])], d[np.array([1])], d[1], d[np.flatnonzero(d.confidence > 0.5)]):
+        assert sub.xyxy.dtype == np.float32 and sub.xyxy.shape == (1, 4)
+        assert sub.confidence.dtype == np.float32 and sub.class_id.dtype == np.int64
+    assert len(d[np.zeros(0, np.int64)]) == 0
+    with pytest.raises(IndexError, match="boolean mask or integer indices"):
+        d[np.array([0.0])]
+    with pytest.raises(IndexError, match="boolean mask or integer indices"):
+        d[np.array([[0]])]
+
+
 def test_area_and_center():
     d = dets(2)
     assert d.area.tolist() == [100.0, 200.0]
