@@ -285,7 +285,8 @@ def table(r: dict) -> str:
     m = r["machine"]
     feats = ", ".join(k for k, v in m.get("cpu_features", {}).items() if v) or "?"
     cap = f", oneDNN ISA capped at {m['onednn_max_cpu_isa']}" if m.get("onednn_max_cpu_isa") else ""
-    head = [f"{m.get('Model name', '?')} ({m.get('cpus')} CPUs; {feats}{cap}); load {m.get('loadavg_1_5_15')}",
+    family = f" family {m['CPU family']} model {m.get('Model', '?')}" if m.get("CPU family") else ""
+    head = [f"{m.get('Model name', '?')}{family} ({m.get('cpus')} CPUs; {feats}{cap}); load {m.get('loadavg_1_5_15')}",
             "ratios: ultralytics ms / our per-frame ms, same round, median over rounds (> 1: ours is faster)"]
     cols = ("size", "ours", "engine / precision", "raw", "frame", "fixed", "overhead", "fps", "thr ratio", "busy",
             "fire p99", "RSS", "/u-onnx", "/u-ov", "/u-ov-int8")

@@ -78,7 +78,7 @@ def steal_since(start: float | None) -> float | None:
 
 
 def machine() -> dict[str, Any]:
-    """Where a figure was taken: CPU model, count and instruction sets, load, and the oneDNN ISA cap
+    """Where a figure was taken: CPU model (name, family, model number), count and instruction sets, load, and the oneDNN ISA cap
     when one is set (ONEDNN_MAX_CPU_ISA=AVX2 makes OpenVINO run as on a CPU without AVX-512/VNNI)."""
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
                             "cpus": os.cpu_count(), "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
@@ -87,7 +87,8 @@ def machine() -> dict[str, Any]:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
         for line in out.splitlines():
             key, _, value = line.partition(":")
-            if key.strip() in ("Model name", "CPU(s)", "Thread(s) per core", "Flags"):
+            # a VM's model name can be as bare as "AMD EPYC": family and model tell Zen 3 (25/1) from Zen 4 (25/17)
+            if key.strip() in ("Model name", "CPU family", "Model", "CPU(s)", "Thread(s) per core", "Flags"):
                 value = value.strip()
                 if key.strip() == "Flags":
                     info["cpu_features"] = cpu_features(set(value.split()))

@@ -4,6 +4,8 @@ each named with its engine and precision. Speed is measured here, never asserted
 from __future__ import annotations
 
 import json
+import platform
+import shutil
 import subprocess
 import sys
 
@@ -33,6 +35,9 @@ def test_bench_json_has_every_figure(tiny_bundle, tmp_path):
     # the samples and the peak (ru_maxrss, read after the last sample) in the same unit: no sample above it
     assert r["soak"]["rss_mb_end"] <= r["soak"]["rss_mb_peak"] + 0.1, r["soak"]
     assert set(r["machine"]["cpu_features"]) == {"avx2", "avx512", "vnni", "bf16", "amx"}
+    if shutil.which("lscpu") and platform.machine() == "x86_64":  # the family and model tell one EPYC from another
+        assert r["machine"]["CPU family"].isdigit() and r["machine"]["Model"].isdigit(), r["machine"]
+        assert f"family {r['machine']['CPU family']} model {r['machine']['Model']}" in res.stdout
     (row,) = r["matrix"]  # one configuration at one size
     assert row["config"] == "onnxruntime" and row["size"] == "bundle" and row["views"] == 1
     for key in ("fixed_ms_p50", "engine_busy", "throughput_ratio"):
