@@ -80,7 +80,8 @@ class ModelSection(_Section):
     threads: int = Field(0, ge=0, description="inference threads, 0 = engine default")
     # OpenVINO only: precision of float layers. bf16 is what OpenVINO (and ultralytics' OpenVINO
     # path) silently uses on CPUs with AVX512_BF16/AMX; it is faster, and cost 0.003-0.007 mAP50 on
-    # NEU-DET (docs/performance.md). f32 is exact.
+    # NEU-DET (docs/performance.md). f32 is exact. On a CPU without it, `backend: openvino` refuses bf16 and
+    # `backend: auto` computes in f32 with a warning.
     compute_precision: str = Field("f32", pattern="^(f32|bf16|f16)$")
     # OpenVINO only: parallel CPU streams, one inference thread each. 1 = lowest latency per part; 2 on a
     # 2-core x86 station judges more parts per second, each a little later (docs/performance.md)

@@ -1,6 +1,7 @@
 """OpenVINO with the preprocessing in its graph (uint8 canvas in), several streams, and the checks
 that refuse what this machine cannot run: an IR newer than the installed OpenVINO, an INT8 model or
-bf16 compute on a CPU without the instructions. `backend: auto` falls back to ONNX Runtime then."""
+bf16 compute on a CPU without the instructions. `backend: auto` computes in f32 where only the compute
+precision cannot run, and falls back to ONNX Runtime where OpenVINO cannot run the bundle at all."""
 
 from __future__ import annotations
 
@@ -166,6 +167,29 @@ def test_bf16_compute_on_a_cpu_without_bf16_is_refused(tiny_bundle, monkeypatch)
     with pytest.raises(BackendError, match=r"lacks AVX512_BF16 or AMX for bf16 inference .*use compute_precision f32"):
         OpenVinoBackend(load_bundle(tiny_bundle), inference_precision="bf16")
     OpenVinoBackend(load_bundle(tiny_bundle)).close()  # f32 needs nothing special
+
+
+@pytest.mark.parametrize("kind", ["onnx", "ir"])
+def test_auto_with_bf16_on_a_cpu_without_it_computes_in_f32_on_openvino_and_says_so(tiny_bundle, tmp_path,
+                                                                                    monkeypatch, caplog, kind):
+    import platform
+
+    if kind == "onnx" and platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("auto picks OpenVINO for an ONNX bundle on x86 only")
+    root = tiny_bundle
+    if kind == "ir":  # an IR bundle runs on OpenVINO only: no other engine to fall back to
+        from defectgate_training import openvino_int8 as int8
+
+        root = int8.export_openvino_ir(tiny_bundle, tmp_path / "ir")
+    _cpu_without(monkeypatch, "BF16")
+    with caplog.at_level(logging.INFO, logger="defectgate.backends"):
+        backend = load_backend(load_bundle(root), "auto", compute_precision="bf16")
+    assert backend.name.startswith("openvino:") and backend.inference_precision == "f32"
+    assert "cannot compute" in caplog.text and "in bf16 here" in caplog.text and "computing in f32" in caplog.text
+    assert "lacks AVX512_BF16 or AMX" in caplog.text and "falling back to onnxruntime" not in caplog.text
+    backend.close()
+    with pytest.raises(BackendError, match="lacks AVX512_BF16 or AMX"):  # asked by name, it is still refused
+        load_backend(load_bundle(root), "openvino", compute_precision="bf16")
 
 
 def test_auto_keeps_openvino_when_it_runs(tiny_bundle, caplog):

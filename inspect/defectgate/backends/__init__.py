@@ -19,8 +19,10 @@ def load_backend(bundle: Bundle, name: str = "auto", threads: int = 0, compute_p
     """Open `bundle`'s model file with the named engine: the bare network. The test-time views the
     sidecar declares are the Detector's business (detector.py), like the rest of image -> Detections.
     `auto`: a TensorRT engine runs on TensorRT; an ONNX bundle runs on OpenVINO on an x86 CPU where
-    it is installed, else on ONNX Runtime; when OpenVINO cannot run it here (the CPU lacks what the
-    bundle or compute precision needs, the IR is too new, ...) auto falls back to ONNX Runtime and logs why.
+    it is installed, else on ONNX Runtime; where this CPU cannot compute in the compute precision asked
+    for, OpenVINO computes in f32 (an IR bundle too); when OpenVINO cannot run the bundle here at all
+    (the CPU lacks what the bundle needs, the IR is too new, ...) auto falls back to ONNX Runtime. Every
+    fallback is logged with its reason.
     `compute_precision` (f32, bf16, f16) is OpenVINO's inference precision for float layers: bf16
     roughly halves CPU time where the CPU has AVX512_BF16/AMX; check the accuracy before using it.
     `streams` > 1 (OpenVINO): that many parallel CPU streams, `infer` callable from as many threads.
@@ -31,11 +33,13 @@ def load_backend(bundle: Bundle, name: str = "auto", threads: int = 0, compute_p
         return _open(bundle, name, threads, compute_precision, streams, in_graph_preprocess)
     if engine == "tensorrt":
         name = "tensorrt"
-    elif engine == "openvino":
-        name = "openvino"
+    elif engine == "openvino":  # an IR runs on OpenVINO only; what auto may still choose is the precision
+        backend = _openvino_at_f32_if_need_be(bundle, threads, compute_precision, streams, in_graph_preprocess)
+        log.info("backend auto -> %s for %s", backend.name, bundle.model_path.name)
+        return backend
     elif platform.machine().lower() in ("x86_64", "amd64") and _has_module("openvino"):
         try:
-            backend = _open(bundle, "openvino", threads, compute_precision, streams, in_graph_preprocess)
+            backend = _openvino_at_f32_if_need_be(bundle, threads, compute_precision, streams, in_graph_preprocess)
         except (BackendError, BundleError) as exc:
             log.warning("backend auto: openvino cannot run %s here (%s); falling back to onnxruntime",
                         bundle.model_path.name, exc)
@@ -48,6 +52,22 @@ def load_backend(bundle: Bundle, name: str = "auto", threads: int = 0, compute_p
         name = "onnxruntime"
     log.info("backend auto -> %s for %s", name, bundle.model_path.name)
     return _open(bundle, name, threads, compute_precision, streams, in_graph_preprocess)
+
+
+def _openvino_at_f32_if_need_be(bundle: Bundle, threads: int, compute_precision: str, streams: int,
+                                in_graph_preprocess: bool) -> Backend:
+    """OpenVINO at the compute precision asked for, or, where this CPU cannot compute in it (bf16 on a
+    CPU without AVX512_BF16/AMX), at f32, the precision the bundle's gate measured, with a warning: what
+    `auto` does rather than refusing the station or leaving OpenVINO for a slower engine."""
+    try:
+        return _open(bundle, "openvino", threads, compute_precision, streams, in_graph_preprocess)
+    except BackendError as exc:
+        if compute_precision == "f32":
+            raise
+        backend = _open(bundle, "openvino", threads, "f32", streams, in_graph_preprocess)
+        log.warning("backend auto: openvino cannot compute %s in %s here (%s); computing in f32",
+                    bundle.model_path.name, compute_precision, exc)
+        return backend
 
 
 def _open(bundle: Bundle, name: str, threads: int, compute_precision: str, streams: int = 1,
