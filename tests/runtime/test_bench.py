@@ -169,3 +169,20 @@ def test_a_configuration_refused_in_every_round_is_listed_with_its_reason(tiny_b
     why = r["not_measured"][f"bundle ours:openvino:{compute}"]
     assert why.startswith("BackendError: ") and f"for {compute} inference" in why, why
     assert f"bundle ours:openvino:{compute}: not measured: BackendError: " in res.stdout
+
+
+def test_the_table_shows_how_far_the_rounds_spread_each_ratio():
+    from defectgate.bench import table
+
+    row = {"imgsz": 192, "config": "openvino-int8", "engine": "openvino:CPU:int8", "precision": "int8",
+           "raw_ms_p50": 4.2, "pipeline_ms_p50": 4.7, "fixed_ms_p50": 0.3, "overhead_ratio": 1.12,
+           "throughput_fps": 150.0, "throughput_ratio": 0.63, "engine_busy": 0.99, "fire_error_ms_p50": 0.02,
+           "fire_error_ms_p99": 0.5, "rss_mb": 260.0, "timing": "thread", "fires": 200, "missed_fires": 0,
+           "ultralytics": {"ultra_openvino_int8": {"ms_p50": 4.2, "over_ours": 1.1, "over_ours_rounds": [0.9, 1.2, 1.1]}}}
+    r = {"machine": {"Model name": "AMD EPYC", "CPU family": "25", "Model": "1", "cpus": 2,
+                     "cpu_features": {"avx2": True}}, "matrix": [row]}
+    text = table(r)
+    assert "AMD EPYC family 25 model 1 (2 CPUs; avx2)" in text
+    assert "ratios per round 192 px openvino-int8: u-ov-int8 0.9-1.2" in text
+    row["ultralytics"]["ultra_openvino_int8"]["over_ours_rounds"] = [1.1]  # one round: no spread to show
+    assert "ratios per round" not in table(r)
