@@ -151,8 +151,12 @@ def test_acks_that_never_come_time_out_visibly_in_the_plcs_registers():
         assert wait_for(lambda: B.decode_station(dumb.read(0, 16)).ack_timeouts == 1, 1.0)
         st = B.decode_station(dumb.read(0, 16))
         assert st.status & B.StationBits.ACK_TIMEOUT and not st.status & B.StationBits.RESULT_VALID
-        [ev] = _of(link.events(), EventKind.undelivered)
-        assert (ev.part_id, ev.detail) == (7, "ack_timeout") and "result_ack_timeout" in alarm.active
+        # the cycle writes the registers first and takes the handshake's events just after: wait for them
+        seen: list = []
+        assert wait_for(lambda: bool(seen.extend(_of(link.events(), EventKind.undelivered)) or seen), 1.0)
+        [ev] = seen
+        assert (ev.part_id, ev.detail) == (7, "ack_timeout")
+        assert wait_for(lambda: "result_ack_timeout" in alarm.active, 1.0)  # raised right after the events
     finally:
         link.close()
         dumb.close()
@@ -168,8 +172,10 @@ def test_a_full_fifo_is_an_error_bit_the_plc_reads_and_nothing_is_dropped_silent
         assert wait_for(lambda: B.decode_station(dumb.read(0, 16)).status & B.StationBits.FIFO_FULL, 1.0)
         st = B.decode_station(dumb.read(0, 16))
         assert st.fifo_depth == 8 and st.results_lost == 2
-        assert [e.part_id for e in _of(link.events(), EventKind.undelivered)] == [8, 9]
-        assert "result_fifo_full" in alarm.active
+        lost: list = []  # taken from the handshake just after the registers are written: wait for them
+        assert wait_for(lambda: len(lost.extend(_of(link.events(), EventKind.undelivered)) or lost) >= 2, 1.0)
+        assert [e.part_id for e in lost] == [8, 9]
+        assert wait_for(lambda: "result_fifo_full" in alarm.active, 1.0)  # raised right after the events
         link.close()
         assert sorted(e.part_id for e in _of(link.events(), EventKind.undelivered)) == list(range(8)), \
             "closing reports the eight still waiting"
