@@ -292,7 +292,7 @@ def table(r: dict) -> str:
     head = [f"{m.get('Model name', '?')}{family} ({m.get('cpus')} CPUs; {feats}{cap}); load {m.get('loadavg_1_5_15')}",
             "ratios: ultralytics ms / our per-frame ms, same round, median over rounds (> 1: ours is faster)"]
     cols = ("size", "ours", "engine / precision", "raw", "frame", "fixed", "overhead", "fps", "thr ratio", "busy",
-            "fire p99", "RSS", "/u-onnx", "/u-ov", "/u-ov-int8")
+            "fire p99", "RSS", *(f"/{SHORT[k]}" for k in ULTRA))
     lines = [cols]
     for row in r["matrix"]:
         u = row["ultralytics"]
@@ -308,9 +308,11 @@ def table(r: dict) -> str:
     notes += [f"fire error {row['imgsz']} px {row['config']}: {row['timing']} timing, {row['fires']} pulses, p50 "
               f"{row['fire_error_ms_p50']} / p99 {row['fire_error_ms_p99']} ms, {row['missed_fires']} windows missed"
               for row in r["matrix"]]
-    notes += [f"ratios per round {row['imgsz']} px {row['config']}: " + ", ".join(
-        f"{SHORT[k]} {min(v['over_ours_rounds'])}-{max(v['over_ours_rounds'])}" for k, v in row["ultralytics"].items())
-        for row in r["matrix"] if len(next(iter(row["ultralytics"].values()), {}).get("over_ours_rounds", [])) > 1]
+    for row in r["matrix"]:
+        spread = [f"{SHORT[k]} {min(v['over_ours_rounds'])}-{max(v['over_ours_rounds'])}"
+                  for k, v in row["ultralytics"].items() if len(v.get("over_ours_rounds", [])) > 1]
+        if spread:
+            notes.append(f"ratios per round {row['imgsz']} px {row['config']}: " + ", ".join(spread))
     if "soak" in r and "rss_slope_mb_per_min" in r["soak"]:
         notes.append(f"soak RSS slope MB/min (second half) {round(r['soak']['rss_slope_mb_per_min'], 3)}")
     legend = ("raw: engine only; frame: Inspector.step (overhead ratio = frame / raw, target <= 1.05); fixed: letterbox + "

@@ -78,8 +78,9 @@ def steal_since(start: float | None) -> float | None:
 
 
 def machine() -> dict[str, Any]:
-    """Where a figure was taken: CPU model (name, family, model number), count and instruction sets, load, and the oneDNN ISA cap
-    when one is set (ONEDNN_MAX_CPU_ISA=AVX2 makes OpenVINO run as on a CPU without AVX-512/VNNI)."""
+    """Where a figure was taken: CPU model (name, family, model number), count and instruction sets,
+    load, and the oneDNN ISA cap when one is set (ONEDNN_MAX_CPU_ISA=AVX2 makes OpenVINO run as on a
+    CPU without AVX-512/VNNI)."""
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
                             "cpus": os.cpu_count(), "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
                             "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "")}

@@ -84,7 +84,8 @@ class Detections:
         if index.dtype == bool and index.shape != (len(self),):
             raise IndexError(f"boolean mask of shape {index.shape} does not fit {len(self)} detections")
         if index.ndim != 1 or not (index.dtype == bool or np.issubdtype(index.dtype, np.integer)):
-            raise IndexError(f"Detections take a boolean mask or integer indices, got {index.dtype} of shape {index.shape}")
+            raise IndexError(f"Detections take a boolean mask or integer indices, got {index.dtype} "
+                             f"of shape {index.shape}")
         return Detections._checked(self.xyxy[index], self.confidence[index], self.class_id[index])
 
     @property

@@ -178,7 +178,8 @@ def test_the_table_shows_how_far_the_rounds_spread_each_ratio():
            "raw_ms_p50": 4.2, "pipeline_ms_p50": 4.7, "fixed_ms_p50": 0.3, "overhead_ratio": 1.12,
            "throughput_fps": 150.0, "throughput_ratio": 0.63, "engine_busy": 0.99, "fire_error_ms_p50": 0.02,
            "fire_error_ms_p99": 0.5, "rss_mb": 260.0, "timing": "thread", "fires": 200, "missed_fires": 0,
-           "ultralytics": {"ultra_openvino_int8": {"ms_p50": 4.2, "over_ours": 1.1, "over_ours_rounds": [0.9, 1.2, 1.1]}}}
+           "ultralytics": {"ultra_openvino_int8": {"ms_p50": 4.2, "over_ours": 1.1,
+                                                   "over_ours_rounds": [0.9, 1.2, 1.1]}}}
     r = {"machine": {"Model name": "AMD EPYC", "CPU family": "25", "Model": "1", "cpus": 2,
                      "cpu_features": {"avx2": True}}, "matrix": [row]}
     text = table(r)

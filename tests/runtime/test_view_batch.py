@@ -84,7 +84,8 @@ def test_a_view_batch_model_judges_in_one_inference_what_the_batch_1_model_judge
         (a, info), (b, _) = one.prepare(image), batched.prepare(image)
         ra, rb = one.infer(a)[0], batched.infer(b)[0]
         assert ra.shape == rb.shape == (len(PRESETS["hvflip-ms" if mode == "ms" else mode].scales), 4 + len(CLASSES), ANCHORS)
-        # batch-1 and batch-N kernels round differently, by CPU: up to 2.3e-3 px on AVX2 (Zen 3), so a hundredth of a pixel
+        # batch-1 and batch-N kernels round differently, by CPU: up to 2.3e-3 px on AVX2 (Zen 3), so
+        # a hundredth of a pixel
         np.testing.assert_allclose(rb, ra, rtol=1e-4, atol=1e-2)
         da, db = one.decode([ra], info), batched.decode([rb], info)
         assert len(da) == len(db)
