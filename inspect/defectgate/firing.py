@@ -19,6 +19,15 @@ from .errors import ActuatorError
 log = logging.getLogger(__name__)
 
 TIMING_RT_PRIORITY = 10
+# The station runs with this GIL switch interval (pipeline.py): a thread that wants the GIL gets it
+# within one interval from a thread running Python.
+GIL_SWITCH_S = 0.0005
+# The timing thread sleeps until this long before a pulse, then spins to it. Woken, it may wait one
+# switch interval for the GIL, and the sleep itself overshoots by ~0.1 ms (high-resolution timers);
+# the rest of the spin is a core taken from the engine. At 2 ms, firing every part of a 130 parts/s
+# line spun a quarter of a core and cost 15-25 % of the station's parts/s on 2 cores, with no gain
+# in fire accuracy (docs/performance.md, "The timing thread's spin").
+WAKE_BEFORE_PULSE_S = GIL_SWITCH_S + 0.0001
 
 
 def _raise_thread_priority() -> None:
@@ -46,7 +55,7 @@ class TimingLoop:
     def run(self, decide_done: threading.Event) -> None:
         """Fire each pulse at its due time until the decide thread is done and nothing is armed."""
         _raise_thread_priority()
-        spin = 0.002
+        spin = WAKE_BEFORE_PULSE_S
         while True:
             due = self.scheduler.next_due()
             now = self.clock.now()

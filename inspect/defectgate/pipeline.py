@@ -31,7 +31,7 @@ import numpy as np
 from .archive import Archive
 from .clock import Clock
 from .errors import DefectgateError
-from .firing import TimingLoop
+from .firing import GIL_SWITCH_S, TimingLoop
 from .hotswap import ModelSlot
 from .inspector import Inspector, make_verdict
 from .parts import Assignment, Finished, PartAssigner, TriggeredParts
@@ -43,7 +43,6 @@ from .types import Frame
 
 log = logging.getLogger(__name__)
 
-GIL_SWITCH_S = 0.0005
 T = TypeVar("T")
 
 
