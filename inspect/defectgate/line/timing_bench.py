@@ -19,6 +19,7 @@ import numpy as np
 
 from ..bench import machine
 from ..clock import MonotonicClock
+from ..firing import GIL_SWITCH_S, WAKE_BEFORE_PULSE_S
 from ..scheduler import RejectScheduler
 from .timing_process import ProcessScheduler
 
@@ -47,12 +48,13 @@ def _load(stop: threading.Event, bundle: str | None) -> list[threading.Thread]:
 
 
 def _in_thread(pulses: int) -> list[float]:
-    clock, sched, errors = MonotonicClock(), RejectScheduler(1000.0, 100.0, 0.005), []
+    # the station's timing thread: woken WAKE_BEFORE_PULSE_S before each pulse, spinning the rest
+    clock, sched, errors = MonotonicClock(WAKE_BEFORE_PULSE_S), RejectScheduler(1000.0, 100.0, 0.005), []
     t0 = clock.now()
     for part in range(pulses):
         sched.arm(part, t0 + part * PITCH_S)
     switch = sys.getswitchinterval()
-    sys.setswitchinterval(0.0005)
+    sys.setswitchinterval(GIL_SWITCH_S)
     try:
         while len(errors) < pulses:
             due = sched.next_due()
