@@ -219,6 +219,17 @@ def run(bundle: Path, frames: int, backend: str, threads: int, rounds: int, weig
     return result
 
 
+def cpu_note(row: dict) -> str:
+    """The station's CPU per part by thread role, and what it allows: with C cores at most
+    C x 1000 / total parts/s, whatever the engine's own speed."""
+    cpu, cpus = row["cpu_ms_per_part"], row.get("cpus") or 1
+    alone = row.get("engine_cpu_ms_alone_p50")
+    roles = ", ".join(f"{k} {cpu[k]:.2f}" for k in ("capture", "decide", "timing", "other"))
+    return (f"CPU ms per part {row['imgsz']} px {row['config']}: engine {cpu['engine']:.2f} in the station"
+            f" ({'%.2f' % alone if alone is not None else '-'} alone), {roles}; total {cpu['total']:.2f}:"
+            f" {cpus} CPUs judge at most {cpus * 1000 / cpu['total']:.0f} parts/s")
+
+
 def _row(size: int | None, key: str, per_round: dict, engines: dict) -> dict | None:
     """Our configuration's figures (its best round) and, per ultralytics engine, the median over rounds
     of ultralytics' time / ours in the same round."""
@@ -238,7 +249,10 @@ def _row(size: int | None, key: str, per_round: dict, engines: dict) -> dict | N
            # with the vCPU steal of that round (None off Linux)
            "fire_error_ms_p99_rounds": [round(x["fire_error_ms_p99"], 3) for x in ok],
            "steal_s_rounds": [x.get("steal_s") for x in ok],
-           "rss_mb": round(max(x["rss_mb"] for x in ok), 1), "ultralytics": {}}
+           "rss_mb": round(max(x["rss_mb"] for x in ok), 1),
+           # the best round's CPU per part by thread role in the station, and the engine's alone
+           "cpu_ms_per_part": best.get("cpu_ms_per_part"), "engine_cpu_ms_alone_p50": best.get("engine_cpu_ms_alone_p50"),
+           "cpus": best.get("cpus"), "ultralytics": {}}
     for ukey in ULTRA:
         if ukey not in engines:
             continue
@@ -308,6 +322,7 @@ def table(r: dict) -> str:
     notes += [f"fire error {row['imgsz']} px {row['config']}: {row['timing']} timing, {row['fires']} pulses, p50 "
               f"{row['fire_error_ms_p50']} / p99 {row['fire_error_ms_p99']} ms, {row['missed_fires']} windows missed"
               for row in r["matrix"]]
+    notes += [cpu_note(row) for row in r["matrix"] if row.get("cpu_ms_per_part")]
     for row in r["matrix"]:
         spread = [f"{SHORT[k]} {min(v['over_ours_rounds'])}-{max(v['over_ours_rounds'])}"
                   for k, v in row["ultralytics"].items() if len(v.get("over_ours_rounds", [])) > 1]

@@ -3,7 +3,8 @@
   ours     our station on one bundle and backend: raw `infer` time on ready input, the whole per-frame
            `Inspector.step`, the fixed cost around the engine alone (letterbox + decode + decision on
            stored outputs), pipelined throughput of the threaded station (no frame dropped), the
-           engine-busy fraction there, fire-time error under that load, peak RSS
+           engine-busy fraction there, fire-time error under that load, the CPU per part by thread
+           role there (bench_cpu.py) against the engine's CPU per inference alone, peak RSS
   ultra    ultralytics `YOLO(model).predict` on the same frames (ONNX, or one of its OpenVINO exports)
   soak     the full station replaying the frames in a loop, RSS sampled, for minutes
 
@@ -24,6 +25,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from .bench_cpu import CpuWindow
 
 WARMUP = 5
 # /proc/cpuinfo flags -> the instruction sets an INT8 or bf16 model's speed depends on
@@ -159,7 +162,7 @@ def worker_ours(bundle: str, frames_dir: str, backend: str, threads: int, stream
             f"line.timing.process={'true' if timing == 'process' else 'false'}",
         ])
         inspector = build_inspector(cfg, clock, b)
-        raw, step, fixed = [], [], []
+        raw, raw_cpu, step, fixed = [], [], [], []
         # interleaved, frame by frame: raw engine time on ready input, then the whole per-frame path
         # on the same frame, then the same frame's letterbox + decode + decision without the engine
         # (on the outputs just computed), so that all three see the same machine load. Each frame's
@@ -167,9 +170,9 @@ def worker_ours(bundle: str, frames_dir: str, backend: str, threads: int, stream
         # would be counted in the station's peak RSS, which a station never holds
         for i, img in enumerate(images):
             batch = inspector.prepare(img)[0].copy()
-            t = time.perf_counter()
+            c, t = time.process_time(), time.perf_counter()
             outputs = inspector.infer(batch)
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()  # every thread's CPU: the engine's workers too
             frame = Frame(image=img, t_capture=clock.now(), seq=i, part_id=i)
             inspector.step(frame)
             t2 = time.perf_counter()
@@ -178,6 +181,7 @@ def worker_ours(bundle: str, frames_dir: str, backend: str, threads: int, stream
             t3 = time.perf_counter()
             if i >= WARMUP:
                 raw.append((t1 - t) * 1000)
+                raw_cpu.append((c1 - c) * 1000)
                 step.append((t2 - t1) * 1000)
                 fixed.append((t3 - t2) * 1000)
         name = inspector.backend.name
@@ -190,7 +194,16 @@ def worker_ours(bundle: str, frames_dir: str, backend: str, threads: int, stream
         resolve = station.scheduler.resolve
         station.scheduler.resolve = lambda part, reject, now: resolve(part, True, now)  # type: ignore[method-assign]
         decided: list[float] = []
-        station.on_verdict = lambda v: decided.append(time.perf_counter())
+        # where the CPU goes, by thread, while every station thread runs (the 20th to 80th percent)
+        cpu = CpuWindow(lambda: {"timing": pid} if (pid := getattr(station.scheduler, "child_pid", None)) else {})
+        marks = {len(images) * loops // 5, len(images) * loops * 4 // 5}
+
+        def on_verdict(_verdict: Any) -> None:
+            decided.append(time.perf_counter())
+            if len(decided) in marks:
+                cpu.mark(len(decided))
+
+        station.on_verdict = on_verdict
         busy = _engine_busy(station)
         steal0 = cpu_steal_s()
         stats = station.run()  # returns after the last part reached the ejector (seconds later)
@@ -209,6 +222,7 @@ def worker_ours(bundle: str, frames_dir: str, backend: str, threads: int, stream
         "throughput_fps": fps, "throughput_ratio": fps * raw_p50 / 1000.0, "engine_busy": busy.fraction(),
         "fire_error_ms_p50": _p(errors, 50), "fire_error_ms_p99": _p(errors, 99), "fires": len(errors),
         "timing": timing, "missed_fires": stats.missed_fires, "steal_s": steal_s, "rss_mb": _rss_mb(),
+        "engine_cpu_ms_alone_p50": _p(raw_cpu, 50), "cpu_ms_per_part": cpu.per_part_ms(), "cpus": os.cpu_count(),
     }
 
 

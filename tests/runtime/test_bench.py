@@ -47,6 +47,11 @@ def test_bench_json_has_every_figure(tiny_bundle, tmp_path):
     assert steal is not None and steal >= 0
     assert row["fire_error_ms_p99_rounds"] == [row["fire_error_ms_p99"]]  # one round: the best one
     assert "overhead" in res.stdout and "/u-ov-int8" in res.stdout  # the one table
+    # where the CPU went in the station, by thread role, and the engine's CPU per inference alone
+    cpu = row["cpu_ms_per_part"]
+    assert set(cpu) == {"engine", "capture", "decide", "timing", "other", "total"} and min(cpu.values()) >= 0
+    assert row["engine_cpu_ms_alone_p50"] > 0 and row["cpus"] == r["machine"]["cpus"]
+    assert "CPU ms per part" in res.stdout and "parts/s" in res.stdout
 
 
 def test_bench_refuses_bad_arguments(tmp_path):
@@ -187,3 +192,14 @@ def test_the_table_shows_how_far_the_rounds_spread_each_ratio():
     assert "ratios per round 192 px openvino-int8: u-ov-int8 0.9-1.2" in text
     row["ultralytics"]["ultra_openvino_int8"]["over_ours_rounds"] = [1.1]  # one round: no spread to show
     assert "ratios per round" not in table(r)
+
+
+def test_the_table_says_how_many_parts_per_second_the_stations_cpu_allows():
+    from defectgate.bench import cpu_note
+
+    row = {"imgsz": 192, "config": "openvino-int8", "cpus": 2, "engine_cpu_ms_alone_p50": 8.4,
+           "cpu_ms_per_part": {"engine": 9.9, "capture": 0.35, "decide": 0.5, "timing": 0.75, "other": 0.1,
+                               "total": 11.6}}
+    note = cpu_note(row)
+    assert "engine 9.90 in the station (8.40 alone)" in note and "timing 0.75" in note
+    assert note.endswith("2 CPUs judge at most 172 parts/s")  # 2 x 1000 / 11.6
