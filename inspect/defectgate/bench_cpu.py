@@ -52,28 +52,30 @@ class CpuWindow:
         self._marks: list[tuple[int, dict[str, float]]] = []
         self._lock = threading.Lock()
 
-    def _by_role(self) -> dict[str, float]:
+    def _by_role(self) -> tuple[dict[str, float], dict[str, int]]:
         names = {t.native_id: t.name for t in threading.enumerate()}
         totals = dict.fromkeys(ROLES, 0.0)
         for tid, seconds in thread_cpu_s().items():
             totals[role_of(names.get(tid))] += seconds
-        for role, pid in self.processes().items():
+        processes = dict(self.processes())
+        for role, pid in processes.items():
             totals[role] += sum(thread_cpu_s(pid).values())
-        return totals
+        return totals, processes
 
     def mark(self, parts: int) -> None:
         snapshot = self._by_role()
         with self._lock:
-            self._marks.append((parts, snapshot))
+            self._marks.append((parts, *snapshot))
 
     def per_part_ms(self) -> dict[str, float] | None:
         """{role: CPU ms per part, ..., "total": ...} over the first and last mark; None without two
-        marks a part apart, or without /proc."""
+        marks a part apart, without /proc, or when a counted process was restarted in between (the
+        new one's CPU is not a difference)."""
         with self._lock:
             if len(self._marks) < 2:
                 return None
-            (p0, a), (p1, b) = self._marks[0], self._marks[-1]
-        if p1 <= p0 or not any(b.values()):
+            (p0, a, pids0), (p1, b, pids1) = self._marks[0], self._marks[-1]
+        if p1 <= p0 or not any(b.values()) or pids0 != pids1:
             return None
         out = {role: round((b[role] - a[role]) * 1000.0 / (p1 - p0), 3) for role in ROLES}
         out["total"] = round(sum(out[r] for r in ROLES), 3)

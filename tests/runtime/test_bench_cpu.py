@@ -74,6 +74,14 @@ def test_a_named_process_counts_in_its_role():
         child.wait()
 
 
+def test_a_process_restarted_between_the_marks_gives_no_figure():
+    pids = iter([1, 2])  # the timing process died and a new one took over
+    window = CpuWindow(lambda: {"timing": next(pids)})
+    window.mark(0)
+    window.mark(PARTS)
+    assert window.per_part_ms() is None
+
+
 def test_threads_python_did_not_start_are_the_engines():
     assert role_of(None) == "engine" and role_of("inference-1") == "engine"
     assert role_of("timing") == "timing" and role_of("watchdog") == "other" and role_of("MainThread") == "other"
