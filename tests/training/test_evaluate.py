@@ -10,6 +10,7 @@ import pytest
 
 from defectgate.types import Detections
 from defectgate_training import evaluate as ev
+from defectgate_training.evidence import escapes_allowed
 
 NAMES = ["scratch", "dent"]
 
@@ -79,6 +80,17 @@ def test_calibration_hits_the_target_escape_rate():
     assert rates["escape_rate"] <= 0.1 and rates["escape_rate"] >= 0.08  # the highest threshold that meets it
     tighter = ev.calibrate(results, ["scratch", "dent"], target_escape=0.01, default=0.25)
     assert tighter["scratch"] < t["scratch"]
+
+
+def test_calibration_lets_through_only_the_parts_that_hold_the_budget_on_new_parts():
+    """180 NG parts at a 2 % budget: 3.6 parts, but a threshold that lets 3 of them through lets a new NG
+    part through with probability 4/181 = 2.2 % (evidence.escapes_allowed); 2 is what holds 2 %."""
+    rng = np.random.default_rng(3)
+    s = rng.uniform(0.05, 0.95, 180)
+    results = [R([[0, 0, 10, 10]], [0], [[0, 0, 10, 10]], [x], [0]) for x in s]
+    results += [R([], [], [[0, 0, 4, 4]], [x], [0]) for x in rng.uniform(0.0, 0.5, 60)]
+    t = ev.calibrate(results, ["scratch", "dent"], target_escape=0.02, default=0.25)
+    assert (s < t["scratch"]).sum() == escapes_allowed(180, 0.02) == 2
 
 
 def test_confusion_matrix_counts_misses_and_false_alarms():

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from defectgate_training.evidence import (EscapeCount, EvidenceError, EvidenceSource, clopper_pearson_upper, judge,
-                                          ng_parts_needed)
+import numpy as np
+
+from defectgate_training.evidence import (EscapeCount, EvidenceError, EvidenceSource, clopper_pearson_upper,
+                                          escapes_allowed, finest_budget, judge, ng_parts_needed)
+from defectgate_training.partscore_fit import escape_threshold
 
 stats = pytest.importorskip("scipy.stats")
 
@@ -29,6 +32,33 @@ def test_upper_bound_edges_and_bad_counts():
 def test_parts_needed_is_the_smallest_count_that_meets_the_limit(limit, k):
     n = ng_parts_needed(limit, k)
     assert clopper_pearson_upper(k, n) <= limit < clopper_pearson_upper(k, n - 1)
+
+
+@pytest.mark.parametrize("n,target,k", [(180, 0.02, 2), (179, 0.02, 2), (149, 0.02, 2), (148, 0.02, 1),
+                                         (100, 0.10, 9), (25, 0.10, 1), (48, 0.02, 0), (10, 0.02, 0), (0, 0.1, 0)])
+def test_escapes_allowed_is_the_largest_count_whose_next_rank_stays_in_budget(n, target, k):
+    assert escapes_allowed(n, target) == k
+    if (k + 1) / (n + 1) <= target:  # else: too few parts to promise the target, the strictest is returned
+        assert (k + 2) / (n + 1) > target
+
+
+def test_escapes_allowed_refuses_what_is_not_a_count_or_a_rate():
+    with pytest.raises(EvidenceError, match="-1 NG parts"):
+        escapes_allowed(-1, 0.02)
+    with pytest.raises(EvidenceError, match="escape target 2"):
+        escapes_allowed(100, 2.0)
+    assert finest_budget(179) == pytest.approx(1 / 180)
+
+
+def test_a_threshold_calibrated_on_some_parts_holds_the_budget_on_new_parts():
+    """Many calibration splits of 180 NG parts whose scores are uniform on (0, 1): a threshold t lets a
+    new NG part through with probability t itself. Averaged over the splits, the escape on new parts
+    must stay within the 2 % budget. Letting floor(2 % x 180) = 3 calibration parts through would
+    average 4/181 = 2.2 %: over budget, as NEU-DET's hold-out half measured (4/179)."""
+    rng = np.random.default_rng(0)
+    on_new_parts = [escape_threshold(rng.uniform(size=180), 0.02) for _ in range(4000)]
+    assert np.mean(on_new_parts) <= 0.02
+    assert np.mean(on_new_parts) == pytest.approx(3 / 181, abs=1e-3)  # and spends the budget, not less
 
 
 def _src(name, n, cur_esc, cand_esc):

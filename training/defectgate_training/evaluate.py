@@ -13,8 +13,10 @@ Numbers:
   rate = OK parts rejected / OK parts (null when the split has no OK parts), each with its 95 %
   Wilson interval: on a few hundred parts a rate is uncertain by several points; and the escape
   rate's one-sided 95 % upper bound (Clopper-Pearson, evidence.py): "escape <= X at 95 % confidence".
-- calibration: per-class thresholds so that at most `target_escape` of the NG parts escape the
-  station (any class firing rejects a part), each as high as that allows to keep overkill low, and
+- calibration: per-class thresholds so that the expected escape rate on new parts stays within
+  `target_escape` (any class firing rejects a part; the calibration split's NG parts may escape one
+  fewer than the target's share of them, usually: evidence.escapes_allowed says why), each as high
+  as that allows to keep overkill low, and
   each class still catching at least half of its own defects (see `calibrate`); fitted on
   `calib_data` when given (`defectgate data halves`: other parts than those reported on), else on the
   reported split itself, which then meets the target by construction.
@@ -37,7 +39,7 @@ from defectgate.postprocess import pairwise_iou
 from defectgate.types import Detections
 
 from .datayaml import label_path_for, load_data_yaml, read_labels, split_images
-from .evidence import clopper_pearson_upper
+from .evidence import clopper_pearson_upper, escapes_allowed, finest_budget
 
 log = logging.getLogger(__name__)
 
@@ -247,20 +249,23 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> list[float] | None:
 
 
 def calibrate(results: list[ImageResult], names: list[str], target_escape: float, default: float) -> dict[str, float]:
-    """Per-class thresholds such that at most `target_escape` of the NG parts pass the station.
+    """Per-class thresholds that keep the part-level escape rate on new parts within `target_escape`.
 
-    Per class c, at a per-class budget tau: among NG parts whose ground truth holds class c, take the
-    class-c detection score of each (0 if none) and choose the highest threshold that lets at most tau
-    of them through (clipped to MIN_THRESHOLD..MAX_THRESHOLD; classes absent from the split keep
-    `default`). A part is rejected when any class fires, so tau = target_escape over-delivers
-    (a scratch is often also caught as a crack) and costs needless overkill. tau is therefore raised
-    while the part-level escape rate stays within the target, but never above MAX_CLASS_BUDGET:
-    each class must still catch at least half of its own defects by itself, so that no class is calibrated
-    blind on a small validation split."""
+    The split's NG parts may escape at most evidence.escapes_allowed(n, target) times (one fewer than
+    the target's share of them, usually: the count that holds the budget on parts the thresholds were
+    not set on). Per class c, at a per-class budget tau: among NG parts whose ground truth holds class c,
+    take the class-c detection score of each (0 if none) and choose the highest threshold that lets
+    escapes_allowed(n_c, tau) of them through (clipped to MIN_THRESHOLD..MAX_THRESHOLD; classes absent
+    from the split keep `default`). A part is rejected when any class fires, so tau = target_escape
+    over-delivers (a scratch is often also caught as a crack) and costs needless overkill. tau is
+    therefore raised from 0 while the part-level escapes stay within the allowance, but never above
+    MAX_CLASS_BUDGET: each class must still catch at least half of its own defects by itself, so that
+    no class is calibrated blind on a small validation split."""
     nc = len(names)
     scores = part_scores(results, nc)
     ng = np.array([len(r.gt_cls) > 0 for r in results])
     holds = [np.array([bool((r.gt_cls == c).any()) for r in results]) for c in range(nc)]
+    allowed_parts = escapes_allowed(int(ng.sum()), target_escape)
 
     def per_class(tau: float) -> dict[str, float]:
         out = {}
@@ -269,16 +274,15 @@ def calibrate(results: list[ImageResult], names: list[str], target_escape: float
                 out[name] = round(default, 4)
                 continue
             s = np.sort(scores[holds[c], c])
-            allowed = int(np.floor(tau * len(s)))  # parts that may fall below the threshold
-            t = s[allowed] if allowed < len(s) else s[-1]
+            t = s[min(escapes_allowed(len(s), tau), len(s) - 1)]
             out[name] = round(float(np.clip(t, MIN_THRESHOLD, MAX_THRESHOLD)), 4)
         return out
 
-    best = per_class(target_escape)
-    for tau in np.linspace(target_escape, max(target_escape, MAX_CLASS_BUDGET), 41)[1:]:
+    best = per_class(0.0)  # the strictest: kept even when it lets more through than allowed (too few NG parts)
+    for tau in np.linspace(0.0, max(target_escape, MAX_CLASS_BUDGET), 81)[1:]:
         cand = per_class(float(tau))
-        rates = part_rates(scores, ng, np.array([cand[n] for n in names]))
-        if rates["escape_rate"] is not None and rates["escape_rate"] > target_escape:
+        caught = (scores >= np.array([cand[n] for n in names])[None, :]).any(1)
+        if int((ng & ~caught).sum()) > allowed_parts:
             break  # escape only grows with tau
         best = cand
     return best
@@ -346,6 +350,11 @@ def evaluate_model(model: str | Path, data: str | Path, split: str = "val", targ
     scores = part_scores(results, nc)
     default = float(np.median(list(own.values()))) if own else 0.25
     thresholds = calibrate(calib_results, names, target_escape, default) if target_escape is not None else own
+    calib_ng = sum(len(r.gt_cls) > 0 for r in calib_results)
+    if target_escape is not None and target_escape < finest_budget(calib_ng):
+        log.warning("%d NG calibration parts cannot hold an escape budget of %g on new parts (the finest they "
+                    "can is %.4f); calibrating as strictly as they allow", calib_ng, target_escape,
+                    finest_budget(calib_ng))
     t_vec = np.array([thresholds[n] for n in names], np.float32)
     box, curves = box_metrics(results, names, thresholds)
     at_own = part_rates(scores, ng, np.array([own[n] for n in names], np.float32))
@@ -365,6 +374,9 @@ def evaluate_model(model: str | Path, data: str | Path, split: str = "val", targ
         "decision": "any_box" if by_score is None else "part_score",
         "escape_rate": decided["escape_rate"], "overkill_rate": decided["overkill_rate"],
         "thresholds": thresholds, "target_escape_rate": target_escape, "calibrated_on": calibrated_on,
+        # how many calibration NG parts the thresholds let through, so that new parts stay within the target
+        "calibration_escapes_allowed": None if target_escape is None else {
+            "ng_parts": calib_ng, "escapes": escapes_allowed(calib_ng, target_escape)},
         "parts": decided, "any_box": at_op, "default_threshold": {"thresholds": own, **at_own},
         "part_score": None if by_score is None else by_score["spec"],
         "per_class": box["per_class"],

@@ -3,8 +3,9 @@ escape budget; `evaluate --part-score` and `export --part-score` call it.
 
 The weights are an L2-regularised logistic regression of "the part is NG" on the runtime's part
 features, with NG and OK parts weighted equally (a split has about twice as many NG parts as OK ones,
-and both errors matter). The threshold is the highest that lets at most the target share of NG parts
-through, read from out-of-fold scores: each part scored by weights fitted without it, so that the
+and both errors matter). The threshold is the highest that keeps the expected escape rate on new parts
+within the target (evidence.escapes_allowed: one NG part fewer than the target's share of the split,
+usually), read from out-of-fold scores: each part scored by weights fitted without it, so that the
 threshold is not set on scores the weights have already seen (in-sample NG scores are too high and
 the hold-out escape rate would exceed the target).
 """
@@ -19,6 +20,8 @@ from defectgate.decision import build_decision
 from defectgate.errors import DefectgateError
 from defectgate.partscore import PartScore, feature_names
 from defectgate.types import Outcome
+
+from .evidence import escapes_allowed
 
 L2 = 1.0
 FOLDS = 5
@@ -87,8 +90,10 @@ def out_of_fold_scores(x: np.ndarray, y: np.ndarray, folds: int = FOLDS, seed: i
 
 
 def escape_threshold(ng_scores: np.ndarray, target_escape: float) -> float:
-    """The highest threshold at which at most `target_escape` of these NG parts score below it."""
-    return threshold_passing(ng_scores, int(np.floor(target_escape * len(ng_scores))))
+    """The highest threshold that keeps the escape rate on new parts within `target_escape`: it lets
+    through as many of these NG parts as evidence.escapes_allowed says (one fewer than the budget's
+    share of them, usually: see there why)."""
+    return threshold_passing(ng_scores, escapes_allowed(len(ng_scores), target_escape))
 
 
 def threshold_passing(ng_scores: np.ndarray, allowed: int) -> float:
