@@ -1,5 +1,5 @@
 """The INT8 OpenVINO bundle's own operating point (issue 22): its per-class thresholds are calibrated
-through the INT8 model to the escape rate the FP32 bundle reached on the same split, so INT8 lets no
+through the INT8 model to the escape count the FP32 bundle reached on the same split, so INT8 lets no
 more NG parts pass there than FP32 did."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from defectgate.bundle import load_bundle, read_sidecar, write_sidecar
+from defectgate_training.evidence import escapes_allowed
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -26,7 +27,12 @@ def test_int8_thresholds_are_calibrated_to_the_fp32_escape_rate(bundle, synth_da
     after = load_bundle(out).sidecar
     assert after.class_thresholds == ev["thresholds"]  # the INT8 bundle now runs at its own thresholds
     assert after.metrics["escape_rate"] == ev["escape_rate"] <= fp32.metrics["escape_rate"]
-    assert after.metrics["target_escape_rate"] == min(fp32.metrics["target_escape_rate"], fp32.metrics["escape_rate"])
+    assert after.metrics["parts"]["escapes"] <= fp32.metrics["parts"]["escapes"]
+    # the budget whose allowance on these parts is FP32's count, not FP32's rate (which allows one part fewer)
+    n, e = fp32.metrics["parts"]["ng_parts"], fp32.metrics["parts"]["escapes"]
+    assert after.metrics["target_escape_rate"] == min(fp32.metrics["target_escape_rate"], (e + 1) / (n + 1))
+    assert escapes_allowed(n, after.metrics["target_escape_rate"]) == min(e, escapes_allowed(
+        n, fp32.metrics["target_escape_rate"]))
     assert after.metrics["fp32_escape_rate"] == fp32.metrics["escape_rate"]
     assert after.sha256 == before.sha256  # the model file is untouched, the bundle still loads
 

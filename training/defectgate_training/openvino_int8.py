@@ -179,7 +179,7 @@ def export_openvino_int8(bundle_dir: str | Path, calib_dir: str | Path, out_dir:
 
 def calibrate_like_fp32(bundle_dir: str | Path, data: str | Path, split: str = "val", backend: str = "openvino") -> dict:
     """The INT8 bundle's own operating point: per-class thresholds (and its part score's threshold, when
-    it declares one) calibrated on `data`'s split through the INT8 model, to the escape rate its FP32
+    it declares one) calibrated on `data`'s split through the INT8 model, to the escape count its FP32
     source reached there (never above the FP32 target), so that INT8 lets no more NG parts pass on that
     split than FP32 did; its overkill is what it costs.
     Returns the evaluation ({} when the FP32 sidecar records no calibration to match)."""
@@ -193,7 +193,7 @@ def calibrate_like_fp32(bundle_dir: str | Path, data: str | Path, split: str = "
     if fp32_escape is None or target is None:
         log.warning("%s: the FP32 bundle records no calibrated escape rate; INT8 keeps its thresholds", bundle.root)
         return {}
-    goal = min(float(target), float(fp32_escape))
+    goal = min(float(target), _budget_of(source))
     use = split if split in load_data_yaml(data).splits else "train"
     ev = evaluate_model(bundle.root, data, use, target_escape=goal, backend=backend)
     metrics = {**bundle.sidecar.metrics, **metrics_for_sidecar(ev), "fp32_escape_rate": fp32_escape}
@@ -207,6 +207,16 @@ def calibrate_like_fp32(bundle_dir: str | Path, data: str | Path, split: str = "
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
+def _budget_of(source: dict) -> float:
+    """The escape budget whose allowance on FP32's calibration parts is the count FP32 let through there:
+    (e + 1) / (n + 1) (evidence.escapes_allowed). FP32's rate e / n as the budget would allow INT8 one
+    part fewer than FP32 and cost overkill for nothing. Sidecars without the counts: the rate."""
+    parts = source.get("parts") or {}
+    if parts.get("ng_parts") and parts.get("escapes") is not None:
+        return (int(parts["escapes"]) + 1) / (int(parts["ng_parts"]) + 1)
+    return float(source["escape_rate"])
+
+
 def _onnx_bundle(bundle_dir: str | Path) -> Bundle:
     bundle = load_bundle(bundle_dir)
     if bundle.sidecar.engine != "onnx":
