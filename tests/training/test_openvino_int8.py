@@ -15,6 +15,17 @@ pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
 
+@pytest.mark.parametrize("n,e,target", [(180, 2, 0.02), (180, 1, 0.02), (66, 5, 0.10), (66, 3, 0.10), (40, 0, 0.05)])
+def test_int8_is_allowed_the_escape_count_fp32_reached_never_more_than_its_target(n, e, target):
+    from defectgate_training.openvino_int8 import fp32_budget
+
+    budget = fp32_budget({"escape_rate": e / n, "target_escape_rate": target, "parts": {"ng_parts": n, "escapes": e}})
+    assert escapes_allowed(n, budget) == min(e, escapes_allowed(n, target))
+    assert budget <= target
+    # a sidecar without the counts: FP32's rate, the lower of the two
+    assert fp32_budget({"escape_rate": 0.25, "target_escape_rate": 0.6}) == 0.25
+
+
 @pytest.mark.slow
 def test_int8_thresholds_are_calibrated_to_the_fp32_escape_rate(bundle, synth_data, tmp_path, caplog):
     from defectgate_training.openvino_int8 import calibrate_like_fp32, export_openvino_int8

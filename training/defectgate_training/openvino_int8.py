@@ -193,7 +193,7 @@ def calibrate_like_fp32(bundle_dir: str | Path, data: str | Path, split: str = "
     if fp32_escape is None or target is None:
         log.warning("%s: the FP32 bundle records no calibrated escape rate; INT8 keeps its thresholds", bundle.root)
         return {}
-    goal = min(float(target), _budget_of(source))
+    goal = fp32_budget(source)
     use = split if split in load_data_yaml(data).splits else "train"
     ev = evaluate_model(bundle.root, data, use, target_escape=goal, backend=backend)
     metrics = {**bundle.sidecar.metrics, **metrics_for_sidecar(ev), "fp32_escape_rate": fp32_escape}
@@ -207,14 +207,16 @@ def calibrate_like_fp32(bundle_dir: str | Path, data: str | Path, split: str = "
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
-def _budget_of(source: dict) -> float:
-    """The escape budget whose allowance on FP32's calibration parts is the count FP32 let through there:
-    (e + 1) / (n + 1) (evidence.escapes_allowed). FP32's rate e / n as the budget would allow INT8 one
-    part fewer than FP32 and cost overkill for nothing. Sidecars without the counts: the rate."""
+def fp32_budget(source: dict) -> float:
+    """The escape budget for INT8's re-calibration: FP32's target, or lower, the budget whose allowance
+    on FP32's calibration parts is the count FP32 let through there, (e + 1) / (n + 1)
+    (evidence.escapes_allowed). FP32's rate e / n as the budget would allow INT8 one part fewer than
+    FP32 and cost overkill for nothing. Sidecars without the counts: the rate."""
+    target = float(source["target_escape_rate"])
     parts = source.get("parts") or {}
     if parts.get("ng_parts") and parts.get("escapes") is not None:
-        return (int(parts["escapes"]) + 1) / (int(parts["ng_parts"]) + 1)
-    return float(source["escape_rate"])
+        return min(target, (int(parts["escapes"]) + 1) / (int(parts["ng_parts"]) + 1))
+    return min(target, float(source["escape_rate"]))
 
 
 def _onnx_bundle(bundle_dir: str | Path) -> Bundle:
