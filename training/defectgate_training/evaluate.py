@@ -261,6 +261,8 @@ def calibrate(results: list[ImageResult], names: list[str], target_escape: float
     therefore raised from 0 while the part-level escapes stay within the allowance, but never above
     MAX_CLASS_BUDGET: each class must still catch at least half of its own defects by itself, so that
     no class is calibrated blind on a small validation split."""
+    from .partscore_fit import escape_threshold
+
     nc = len(names)
     scores = part_scores(results, nc)
     ng = np.array([len(r.gt_cls) > 0 for r in results])
@@ -273,16 +275,14 @@ def calibrate(results: list[ImageResult], names: list[str], target_escape: float
             if not holds[c].any():
                 out[name] = round(default, 4)
                 continue
-            s = np.sort(scores[holds[c], c])
-            t = s[min(escapes_allowed(len(s), tau), len(s) - 1)]
+            t = escape_threshold(scores[holds[c], c], tau)
             out[name] = round(float(np.clip(t, MIN_THRESHOLD, MAX_THRESHOLD)), 4)
         return out
 
     best = per_class(0.0)  # the strictest: kept even when it lets more through than allowed (too few NG parts)
     for tau in np.linspace(0.0, max(target_escape, MAX_CLASS_BUDGET), 81)[1:]:
         cand = per_class(float(tau))
-        caught = (scores >= np.array([cand[n] for n in names])[None, :]).any(1)
-        if int((ng & ~caught).sum()) > allowed_parts:
+        if part_rates(scores, ng, np.array([cand[n] for n in names]))["escapes"] > allowed_parts:
             break  # escape only grows with tau
         best = cand
     return best
